@@ -1,0 +1,1 @@
+"""Shared, tested building blocks: schedules, samplers, guidance, networks, EMA."""

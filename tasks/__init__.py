@@ -1,0 +1,1 @@
+"""Task registry, data sources and forges."""
