@@ -1,0 +1,1 @@
+"""The harness: runs, evaluation, records, leaderboard, forge CLI. No algorithm logic lives here."""
