@@ -1,0 +1,368 @@
+"""``python -m bench.run algo=<name> task=<id> seed=<n>``: train, evaluate, write one run record.
+
+Flow: resolve the config -> the task's spec and dataset (``tasks``) -> the agent (``algorithms``)
+-> train with periodic evaluation and checkpoints -> final evaluation -> ``record.json``.
+A completed run is not re-run unless ``force=true``; a killed run resumes from its checkpoint;
+a run whose losses or actions turn non-finite is recorded as failed, with the reason and no score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from tqdm import tqdm
+
+import algorithms
+from algorithms.common.contract import TaskInfo
+from bench.data import compute_stats, make_sampler
+from bench.evaluate import DivergenceError, EvalResult, evaluate
+from bench.records import RECORD_FILE, SCHEMA_VERSION, read_record, write_json_atomic
+from tasks.envs import make_env
+from tasks.registry import get_task
+from tasks.sources import load_dataset
+from tasks.spec import Dataset, DatasetFormatError, DatasetNotFoundError, TaskSpec, UnknownTaskError
+
+console = Console(stderr=True, highlight=False)
+CHECKPOINT_FILE = "checkpoint.pt"
+# Keys that do not change what a run computes, so they stay out of the config hash.
+UNHASHED_KEYS = ("seed", "results_dir", "device", "force")
+
+
+def register_algorithms() -> None:
+    """Register each algorithm's ``Config`` dataclass as the Hydra option ``algo=<name>``."""
+    store = ConfigStore.instance()
+    for name in algorithms.available():
+        store.store(group="algo", name=name, node=algorithms.load(name).Config)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def config_hash(cfg: dict, algo: str) -> str:
+    """Short hash of everything that changes what a run computes (not its seed or paths)."""
+    keyed = {k: v for k, v in cfg.items() if k not in UNHASHED_KEYS}
+    blob = json.dumps({"algo": algo, **keyed}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def run_directory(cfg: dict, algo: str) -> Path:
+    return Path(cfg["results_dir"]) / cfg["task"] / algo / f"s{cfg['seed']}-{config_hash(cfg, algo)}"
+
+
+def task_info(spec: TaskSpec, dataset: Dataset) -> TaskInfo:
+    """What the agent may know about the task, read off its environment and data."""
+    env = make_env(spec)
+    try:
+        space = env.action_space
+        return TaskInfo(
+            task_id=spec.task_id,
+            kind=spec.kind,
+            obs_dim=int(dataset.arrays["observations"].shape[-1]),
+            act_dim=int(np.prod(space.shape)),
+            action_low=float(np.min(space.low)),
+            action_high=float(np.max(space.high)),
+            max_episode_steps=spec.max_episode_steps,
+            goal_dims=spec.goal_dims,
+        )
+    finally:
+        env.close()
+
+
+def build_agent(module, algo_cfg: DictConfig, info: TaskInfo, dataset: Dataset, device, steps: int):
+    """Instantiate ``module.Agent`` from its Config; ``max_steps`` (LR schedules) is the budget."""
+    config = OmegaConf.to_object(algo_cfg)
+    if any(f.name == "max_steps" for f in dataclasses.fields(config)):
+        config = dataclasses.replace(config, max_steps=steps)
+    return module.Agent(config, info, compute_stats(dataset), device)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that decide a result, and the git commit of this checkout."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("diffrl-bench", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["git_commit"] = git_commit()
+    return versions
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout this code runs from (``+dirty`` when it has local changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def peak_memory(device: torch.device) -> dict[str, float | None]:
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"peak_rss_mb": round(rss_mb, 1), "peak_cuda_mb": cuda_mb}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Trainer:
+    """Owns one run: training loop, periodic evaluation, checkpoints and the record."""
+
+    def __init__(self, cfg: dict, algo: str, budget: str, algo_cfg: DictConfig):
+        self.cfg, self.algo, self.budget, self.algo_cfg = cfg, algo, budget, algo_cfg
+        self.dir = run_directory(cfg, algo)
+        self.device = resolve_device(cfg["device"])
+        self.record: dict[str, Any] = {}
+
+    # -- state -------------------------------------------------------------------------------
+    def base_record(self, spec: TaskSpec, dataset: Dataset) -> dict:
+        train, ev = self.cfg["train"], self.cfg["eval"]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": str(self.dir.relative_to(self.cfg["results_dir"])),
+            "algo": self.algo,
+            "task": self.cfg["task"],
+            "seed": self.cfg["seed"],
+            "status": "running",
+            "failure_reason": None,
+            "config": {"algo": OmegaConf.to_container(self.algo_cfg), **self.cfg},
+            "config_hash": config_hash(self.cfg, self.algo),
+            "budget": {
+                "name": self.budget,
+                "train_steps": train["steps"],
+                "batch_size": None,
+                "eval_episodes": ev["episodes"],
+            },
+            "dataset": dataset.provenance.to_dict(),
+            "env": {"id": spec.env_id, "kwargs": spec.env_kwargs},
+            "reference": {
+                "min": dataset.ref_min_score,
+                "max": dataset.ref_max_score,
+                "origin": "d4rl" if spec.ref_min_score is not None else "dataset",
+            },
+            "final": None,
+            "best": None,
+            "curve": [],
+            "losses": [],
+            "timings": {},
+            "memory": {},
+            "versions": library_versions(),
+            "device": str(self.device),
+            "started": now(),
+            "finished": None,
+            "resumed": 0,
+        }
+
+    def save_checkpoint(self, step: int, agent, sampler, train_seconds: float) -> None:
+        state = {
+            "step": step,
+            "agent": agent.state_dict(),
+            "sampler_rng": sampler.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "train_seconds": train_seconds,
+            "record": self.record,
+        }
+        tmp = self.dir / f".{CHECKPOINT_FILE}.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.dir / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, agent, sampler) -> tuple[int, float]:
+        path = self.dir / CHECKPOINT_FILE
+        if not path.exists():
+            return 0, 0.0
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        agent.load_state_dict(state["agent"])
+        sampler.generator.set_state(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        self.record = state["record"]
+        self.record["resumed"] += 1
+        console.print(f"resuming from step {state['step']} ({path})")
+        return state["step"], state["train_seconds"]
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, agent, spec, dataset, episodes: int, seed: int) -> EvalResult:
+        return evaluate(
+            agent,
+            spec,
+            episodes=episodes,
+            seed=seed,
+            ref_min=dataset.ref_min_score,
+            ref_max=dataset.ref_max_score,
+            max_envs=self.cfg["eval"]["max_envs"],
+        )
+
+    def periodic_eval(self, agent, spec, dataset, step: int) -> None:
+        seed = 1_000_000 + 1000 * self.cfg["seed"] + len(self.record["curve"]) * 100
+        result = self.evaluate(agent, spec, dataset, self.cfg["eval"]["periodic_episodes"], seed)
+        point = {"step": step, **{k: v for k, v in result.summary().items() if k.endswith("_mean")}}
+        if "success_rate" in result.summary():
+            point["success_rate"] = result.summary()["success_rate"]
+        self.record["curve"].append(point)
+        best = self.record["best"]
+        if best is None or point["normalized_mean"] > best["normalized_mean"]:
+            self.record["best"] = {
+                **result.summary(),
+                "step": step,
+                "note": "optimistic: best periodic evaluation, chosen on evaluation episodes",
+            }
+
+    # -- training ----------------------------------------------------------------------------
+    def log_losses(self, step: int, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        values = {k: float(v) for k, v in losses.items()}
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad:
+            raise DivergenceError(f"non-finite loss {bad} at step {step}")
+        self.record["losses"].append({"step": step, **{k: round(v, 6) for k, v in values.items()}})
+        return values
+
+    def train(self, agent, sampler, spec, dataset) -> None:
+        t = self.cfg["train"]
+        step, train_seconds = self.load_checkpoint(agent, sampler)
+        bar = tqdm(total=t["steps"], initial=step, desc=f"{self.algo} {spec.task_id}", leave=False)
+        tick = time.perf_counter()
+        while step < t["steps"]:
+            losses = agent.update(sampler.sample())
+            step += 1
+            bar.update()
+            if step % t["log_every"] == 0 or step == t["steps"]:
+                bar.set_postfix(self.log_losses(step, losses), refresh=False)
+            if step % t["eval_every"] == 0 and step < t["steps"]:
+                train_seconds += time.perf_counter() - tick
+                self.periodic_eval(agent, spec, dataset, step)
+                tick = time.perf_counter()
+            if step % t["checkpoint_every"] == 0 and step < t["steps"]:
+                self.save_checkpoint(step, agent, sampler, train_seconds + time.perf_counter() - tick)
+        bar.close()
+        train_seconds += time.perf_counter() - tick
+        self.save_checkpoint(step, agent, sampler, train_seconds)  # the trained agent, kept
+        self.record["timings"]["train_seconds"] = round(train_seconds, 2)
+        self.record["timings"]["train_steps_per_s"] = round(t["steps"] / max(train_seconds, 1e-9), 2)
+
+    def run(self) -> dict:
+        """Train and evaluate; return the final record (already written)."""
+        cfg = self.cfg
+        spec = get_task(cfg["task"])
+        existing = self.dir / RECORD_FILE
+        if existing.exists() and not cfg["force"]:
+            rec = read_record(existing)
+            if rec["status"] == "completed":
+                console.print(f"already completed: {existing} (force=true re-runs it)")
+                return rec
+        wall = time.perf_counter()
+        data = cfg["data"]
+        dataset = load_dataset(spec, source=data["source"], scale=data["scale"], forge_seed=data["forge_seed"])
+        console.print(
+            f"data: {dataset.provenance.source} {dataset.provenance.path} "
+            f"({len(dataset):,} transitions, {dataset.provenance.n_episodes:,} episodes)"
+        )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml({"algo": self.algo_cfg, **cfg}))
+        torch.manual_seed(cfg["seed"])
+        np.random.seed(cfg["seed"])
+        info = task_info(spec, dataset)
+        agent = build_agent(algorithms.load(self.algo), self.algo_cfg, info, dataset, self.device, cfg["train"]["steps"])
+        sampler = make_sampler(dataset, agent.data_spec, self.device, seed=cfg["seed"])
+        self.record = self.base_record(spec, dataset)
+        self.record["budget"]["batch_size"] = agent.data_spec.batch_size
+        try:
+            self.train(agent, sampler, spec, dataset)
+            final = self.evaluate(agent, spec, dataset, cfg["eval"]["episodes"], seed=10_000 * (cfg["seed"] + 1))
+        except DivergenceError as e:
+            return self.finish("failed", reason=str(e))
+        except Exception as e:
+            self.finish("failed", reason=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+            raise
+        self.record["final"] = {**final.summary(), "step": cfg["train"]["steps"]}
+        self.record["timings"]["decisions_per_s"] = round(final.decisions / max(final.act_seconds, 1e-9), 1)
+        self.record["timings"]["wall_seconds"] = round(time.perf_counter() - wall, 2)
+        return self.finish("completed")
+
+    def finish(self, status: str, reason: str | None = None) -> dict:
+        self.record.update(status=status, failure_reason=reason, finished=now(), memory=peak_memory(self.device))
+        if status == "failed":
+            self.record.update(final=None, best=None)
+        write_json_atomic(self.dir / RECORD_FILE, self.record)
+        return self.record
+
+
+def report(record: dict, path: Path) -> None:
+    """Print the outcome of a run: its score, or why it failed, and where the record is."""
+    if record["status"] != "completed":
+        console.print(f"[bold red]run failed[/]: {record['failure_reason']}\nrecord: {path}")
+        return
+    final = record["final"]
+    line = f"[bold]{record['algo']} on {record['task']}[/] (seed {record['seed']}, data {record['dataset']['source']}): "
+    line += f"normalized score {final['normalized_mean']:.1f} ± {final['normalized_std']:.1f}"
+    line += f" (return {final['return_mean']:.1f}, {final['episodes']} episodes)"
+    if "success_rate" in final:
+        line += f", success {100 * final['success_rate']:.0f}%"
+    console.print(line)
+    console.print(f"record: {path}")
+
+
+def run(cfg: DictConfig, algo: str, budget: str) -> dict:
+    """Run one configuration (the programmatic entry point behind the CLI)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    algo_cfg = cfg.algo
+    plain.pop("algo")
+    trainer = Trainer(plain, algo, budget, algo_cfg)
+    record = trainer.run()
+    report(record, trainer.dir / RECORD_FILE)
+    return record
+
+
+register_algorithms()
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    try:
+        record = run(cfg, hc.runtime.choices["algo"], hc.runtime.choices["budget"])
+    except (UnknownTaskError, DatasetNotFoundError, DatasetFormatError) as e:
+        console.print(f"[bold red]error[/]: {e}")
+        sys.exit(2)
+    if record["status"] != "completed" and hc.mode == RunMode.RUN:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
