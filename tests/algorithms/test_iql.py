@@ -1,0 +1,187 @@
+"""Tests for IQL: paper settings per task, the policy's likelihood and schedule, the bandit, the
+contract (shapes, bounds, resume, determinism)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms import iql
+from algorithms.common.contract import DatasetStats, TaskInfo
+from tasks import toy
+
+TOY_INFO = TaskInfo("toy-bandit", "toy", toy.OBS_DIM, toy.ACT_DIM)
+LINEAR_INFO = TaskInfo("linear", "toy", 3, 2)
+
+
+def stats_of(data: dict[str, np.ndarray]) -> DatasetStats:
+    """Dataset statistics as the harness computes them (one-step episodes here)."""
+    rewards = data["rewards"]
+    return DatasetStats(
+        obs_mean=data["observations"].mean(0),
+        obs_std=np.maximum(data["observations"].std(0), 1e-3),
+        act_mean=data["actions"].mean(0),
+        act_std=data["actions"].std(0),
+        reward_min=float(rewards.min()),
+        reward_max=float(rewards.max()),
+        return_min=float(rewards.min()),
+        return_max=float(rewards.max()),
+        n_transitions=len(rewards),
+        n_episodes=len(rewards),
+    )
+
+
+def batches(data: dict[str, np.ndarray], batch_size: int, seed: int = 0):
+    """Endless uniformly sampled float32 transition batches, as the harness supplies them."""
+    tensors = {
+        k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "timeouts"
+    }
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        idx = torch.randint(len(data["rewards"]), (batch_size,), generator=g)
+        yield {k: v[idx] for k, v in tensors.items()}
+
+
+def train(agent: iql.Agent, data: dict[str, np.ndarray], steps: int) -> list[dict]:
+    stream = batches(data, agent.data_spec.batch_size)
+    return [agent.update(next(stream)) for _ in range(steps)]
+
+
+def make_agent(info: TaskInfo, data: dict[str, np.ndarray], seed: int = 0, **cfg) -> iql.Agent:
+    torch.manual_seed(seed)
+    return iql.Agent(iql.Config(hidden=64, **cfg), info, stats_of(data), "cpu")
+
+
+def random_dataset(n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random multi-step transitions in a 3-D observation space with 2-D actions."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(0, 1, (n + 1, 3)).astype(np.float32)
+    return {
+        "observations": obs[:-1],
+        "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "rewards": rng.normal(0, 1, n).astype(np.float32),
+        "next_observations": obs[1:],
+        "terminals": (rng.random(n) < 0.05).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize(
+    ("task_id", "kind", "expected"),
+    [
+        ("hopper-medium-v2", "locomotion", (0.7, 3.0, "returns")),
+        ("antmaze-umaze-v2", "maze", (0.9, 10.0, "minus_one")),
+        ("maze2d-umaze-v1", "maze", (0.7, 3.0, "none")),
+        ("toy-bandit", "toy", (0.7, 3.0, "none")),
+    ],
+)
+def test_paper_settings_per_task_family(task_id, kind, expected):
+    cfg = iql.resolve_config(iql.Config(), TaskInfo(task_id, kind, 3, 2))
+    assert (cfg.expectile, cfg.beta, cfg.reward_norm) == expected
+
+
+def test_explicit_settings_override_the_paper_values():
+    info = TaskInfo("antmaze-umaze-v2", "maze", 3, 2)
+    cfg = iql.resolve_config(iql.Config(expectile=0.8, beta=1.0, reward_norm="none"), info)
+    assert (cfg.expectile, cfg.beta, cfg.reward_norm) == (0.8, 1.0, "none")
+
+
+def test_reward_transforms_follow_the_official_code():
+    stats = stats_of(random_dataset())
+    stats = DatasetStats(**{**stats.__dict__, "return_min": -100.0, "return_max": 400.0})
+    assert iql.reward_transform("returns", stats) == (2.0, 0.0)  # 1000 / (400 - -100)
+    assert iql.reward_transform("minus_one", stats) == (1.0, -1.0)
+    assert iql.reward_transform("none", stats) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="reward_norm"):
+        iql.reward_transform("scaled", stats)
+
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    torch.manual_seed(0)
+    policy = iql.GaussianPolicy(LINEAR_INFO, hidden=16, depth=2)
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-7.0, 0.3]))  # the first is clipped to -5
+    obs, act = torch.randn(8, 3), torch.rand(8, 2) * 2 - 1
+    std = torch.tensor([-5.0, 0.3]).exp()
+    want = torch.distributions.Normal(policy(obs), std).log_prob(act).sum(-1)
+    assert torch.allclose(policy.log_prob(obs, act), want, atol=1e-5)
+
+
+def test_awr_weights_are_exponential_in_the_advantage_and_capped():
+    log_prob = torch.tensor([-1.0, -1.0, -1.0])
+    adv = torch.tensor([0.0, 0.5, 10.0])
+    want = (1.0 + np.exp(1.5) + 100.0) / 3  # exp(3 * 10) is capped at 100
+    assert iql.awr_loss(log_prob, adv, beta=3.0).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_actor_learning_rate_follows_a_cosine_decay_to_zero():
+    data = random_dataset()
+    agent = make_agent(LINEAR_INFO, data, max_steps=10, batch_size=32)
+    train(agent, data, 5)
+    assert agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-4)
+    train(agent, data, 7)
+    assert agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert agent.critic.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+
+
+def toy_action(agent: iql.Agent) -> np.ndarray:
+    return agent.act(np.zeros((1, toy.OBS_DIM), dtype=np.float32))[0]
+
+
+def test_iql_on_the_bandit_shifts_toward_the_high_mode_and_reaches_it_with_large_beta():
+    """A unimodal Gaussian fit by AWR: with the paper's beta = 3 the weights exp(3 * A) favour the
+    high mode only a few-fold, so the mean lands between the modes, shifted toward the high one;
+    with antmaze's beta = 10 the high mode dominates and the mean sits on it."""
+    data = toy.behaviour_dataset(2000, seed=0)
+    default = make_agent(TOY_INFO, data, batch_size=128)
+    train(default, data, 400)
+    action = toy_action(default)
+    assert np.all((action > 0.15) & (action < 0.5)), action
+    assert toy.bandit_reward(action) > 0.02  # BC's mean action earns about 0.0002
+
+    sharp = make_agent(TOY_INFO, data, batch_size=128, beta=10.0)
+    train(sharp, data, 400)
+    assert toy.bandit_reward(toy_action(sharp)) > 0.9
+
+
+def test_act_is_batched_and_inside_asymmetric_bounds():
+    data = random_dataset()
+    info = TaskInfo("linear", "toy", 3, 2, action_low=-0.1, action_high=0.3)
+    agent = make_agent(info, data, batch_size=32)
+    train(agent, data, 20)
+    obs = np.random.default_rng(1).normal(0, 100, (7, 3)).astype(np.float32)
+    actions = agent.act(obs)
+    assert actions.shape == (7, 2) and actions.dtype == np.float32
+    assert actions.min() >= -0.1 and actions.max() <= 0.3
+    agent.reset()
+
+
+def test_update_returns_detached_scalars():
+    data = random_dataset()
+    out = train(make_agent(LINEAR_INFO, data, batch_size=32), data, 1)[0]
+    assert {"v_loss", "q_loss", "actor_loss"} <= set(out)
+    assert all(v.ndim == 0 and not v.requires_grad for v in out.values())
+
+
+def test_state_dict_round_trip_gives_the_same_actions_and_next_update():
+    data = random_dataset()
+    a = make_agent(LINEAR_INFO, data, seed=0, max_steps=20, batch_size=32)
+    train(a, data, 5)
+    b = make_agent(LINEAR_INFO, data, seed=1, max_steps=20, batch_size=32)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    obs = data["observations"][:9]
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+    batch = next(batches(data, 32, seed=3))
+    out_a, out_b = a.update(batch), b.update(batch)
+    assert all(torch.equal(out_a[k], out_b[k]) for k in out_a)
+    assert a.actor_optimizer.param_groups[0]["lr"] == b.actor_optimizer.param_groups[0]["lr"]
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+
+
+def test_same_seed_gives_identical_losses():
+    data = random_dataset()
+    runs = [train(make_agent(LINEAR_INFO, data, batch_size=32), data, 5) for _ in range(2)]
+    for x, y in zip(*runs, strict=True):
+        assert all(torch.equal(x[k], y[k]) for k in x)
