@@ -28,7 +28,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from tqdm import tqdm
 
@@ -42,7 +42,7 @@ from tasks.registry import get_task
 from tasks.sources import load_dataset
 from tasks.spec import Dataset, DatasetFormatError, DatasetNotFoundError, TaskSpec, UnknownTaskError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 CHECKPOINT_FILE = "checkpoint.pt"
 # Keys that do not change what a run computes, so they stay out of the config hash.
 UNHASHED_KEYS = ("seed", "results_dir", "device", "force")
@@ -62,15 +62,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def config_hash(cfg: dict, algo: str) -> str:
+def config_hash(cfg: dict, algo: str, params: dict) -> str:
     """Short hash of everything that changes what a run computes (not its seed or paths)."""
     keyed = {k: v for k, v in cfg.items() if k not in UNHASHED_KEYS}
-    blob = json.dumps({"algo": algo, **keyed}, sort_keys=True, default=str)
+    blob = json.dumps({"algo": algo, "params": params, **keyed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def run_directory(cfg: dict, algo: str) -> Path:
-    return Path(cfg["results_dir"]) / cfg["task"] / algo / f"s{cfg['seed']}-{config_hash(cfg, algo)}"
+def run_directory(cfg: dict, algo: str, params: dict) -> Path:
+    """``<results_dir>/<task>/<algo>/s<seed>-<config hash>``: one directory per distinct run."""
+    name = f"s{cfg['seed']}-{config_hash(cfg, algo, params)}"
+    return Path(cfg["results_dir"]) / cfg["task"] / algo / name
 
 
 def task_info(spec: TaskSpec, dataset: Dataset) -> TaskInfo:
@@ -146,7 +148,8 @@ class Trainer:
 
     def __init__(self, cfg: dict, algo: str, budget: str, algo_cfg: DictConfig):
         self.cfg, self.algo, self.budget, self.algo_cfg = cfg, algo, budget, algo_cfg
-        self.dir = run_directory(cfg, algo)
+        self.params = OmegaConf.to_container(algo_cfg, resolve=True)
+        self.dir = run_directory(cfg, algo, self.params)
         self.device = resolve_device(cfg["device"])
         self.record: dict[str, Any] = {}
 
@@ -161,8 +164,8 @@ class Trainer:
             "seed": self.cfg["seed"],
             "status": "running",
             "failure_reason": None,
-            "config": {"algo": OmegaConf.to_container(self.algo_cfg), **self.cfg},
-            "config_hash": config_hash(self.cfg, self.algo),
+            "config": {"algo": self.params, **self.cfg},
+            "config_hash": config_hash(self.cfg, self.algo, self.params),
             "budget": {
                 "name": self.budget,
                 "train_steps": train["steps"],
@@ -256,7 +259,13 @@ class Trainer:
     def train(self, agent, sampler, spec, dataset) -> None:
         t = self.cfg["train"]
         step, train_seconds = self.load_checkpoint(agent, sampler)
-        bar = tqdm(total=t["steps"], initial=step, desc=f"{self.algo} {spec.task_id}", leave=False)
+        bar = tqdm(
+            total=t["steps"],
+            initial=step,
+            desc=f"{self.algo} {spec.task_id}",
+            leave=False,
+            disable=None,
+        )
         tick = time.perf_counter()
         while step < t["steps"]:
             losses = agent.update(sampler.sample())
@@ -269,12 +278,16 @@ class Trainer:
                 self.periodic_eval(agent, spec, dataset, step)
                 tick = time.perf_counter()
             if step % t["checkpoint_every"] == 0 and step < t["steps"]:
-                self.save_checkpoint(step, agent, sampler, train_seconds + time.perf_counter() - tick)
+                self.save_checkpoint(
+                    step, agent, sampler, train_seconds + time.perf_counter() - tick
+                )
         bar.close()
         train_seconds += time.perf_counter() - tick
         self.save_checkpoint(step, agent, sampler, train_seconds)  # the trained agent, kept
         self.record["timings"]["train_seconds"] = round(train_seconds, 2)
-        self.record["timings"]["train_steps_per_s"] = round(t["steps"] / max(train_seconds, 1e-9), 2)
+        self.record["timings"]["train_steps_per_s"] = round(
+            t["steps"] / max(train_seconds, 1e-9), 2
+        )
 
     def run(self) -> dict:
         """Train and evaluate; return the final record (already written)."""
@@ -288,35 +301,50 @@ class Trainer:
                 return rec
         wall = time.perf_counter()
         data = cfg["data"]
-        dataset = load_dataset(spec, source=data["source"], scale=data["scale"], forge_seed=data["forge_seed"])
-        console.print(
-            f"data: {dataset.provenance.source} {dataset.provenance.path} "
-            f"({len(dataset):,} transitions, {dataset.provenance.n_episodes:,} episodes)"
+        dataset = load_dataset(
+            spec, source=data["source"], scale=data["scale"], forge_seed=data["forge_seed"]
         )
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(OmegaConf.to_yaml({"algo": self.algo_cfg, **cfg}))
         torch.manual_seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         info = task_info(spec, dataset)
-        agent = build_agent(algorithms.load(self.algo), self.algo_cfg, info, dataset, self.device, cfg["train"]["steps"])
+        agent = build_agent(
+            algorithms.load(self.algo),
+            self.algo_cfg,
+            info,
+            dataset,
+            self.device,
+            cfg["train"]["steps"],
+        )
         sampler = make_sampler(dataset, agent.data_spec, self.device, seed=cfg["seed"])
         self.record = self.base_record(spec, dataset)
         self.record["budget"]["batch_size"] = agent.data_spec.batch_size
+        if dataclasses.is_dataclass(getattr(agent, "cfg", None)):  # per-task defaults filled in
+            self.record["config"]["algo_resolved"] = dataclasses.asdict(agent.cfg)
         try:
             self.train(agent, sampler, spec, dataset)
-            final = self.evaluate(agent, spec, dataset, cfg["eval"]["episodes"], seed=10_000 * (cfg["seed"] + 1))
+            final = self.evaluate(
+                agent, spec, dataset, cfg["eval"]["episodes"], seed=10_000 * (cfg["seed"] + 1)
+            )
         except DivergenceError as e:
             return self.finish("failed", reason=str(e))
         except Exception as e:
-            self.finish("failed", reason=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+            self.finish(
+                "failed", reason=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+            )
             raise
         self.record["final"] = {**final.summary(), "step": cfg["train"]["steps"]}
-        self.record["timings"]["decisions_per_s"] = round(final.decisions / max(final.act_seconds, 1e-9), 1)
+        self.record["timings"]["decisions_per_s"] = round(
+            final.decisions / max(final.act_seconds, 1e-9), 1
+        )
         self.record["timings"]["wall_seconds"] = round(time.perf_counter() - wall, 2)
         return self.finish("completed")
 
     def finish(self, status: str, reason: str | None = None) -> dict:
-        self.record.update(status=status, failure_reason=reason, finished=now(), memory=peak_memory(self.device))
+        self.record.update(
+            status=status, failure_reason=reason, finished=now(), memory=peak_memory(self.device)
+        )
         if status == "failed":
             self.record.update(final=None, best=None)
         write_json_atomic(self.dir / RECORD_FILE, self.record)
@@ -347,6 +375,16 @@ def run(cfg: DictConfig, algo: str, budget: str) -> dict:
     record = trainer.run()
     report(record, trainer.dir / RECORD_FILE)
     return record
+
+
+def run_overrides(overrides: list[str]) -> dict:
+    """Compose the CLI config from ``key=value`` overrides and run it in this process."""
+    with hydra.initialize_config_module("bench.conf", version_base="1.3"):
+        cfg = hydra.compose("config", overrides=overrides, return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run(cfg, choices["algo"], choices["budget"])
 
 
 register_algorithms()

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
+REQUIRED_FIELDS = (
+    "observations",
+    "actions",
+    "rewards",
+    "terminals",
+    "timeouts",
+    "next_observations",
+)
 
 
 class UnknownTaskError(KeyError):

@@ -1,0 +1,134 @@
+"""The harness end to end on the toy bandit: records, no-op re-runs, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.records import read_record
+from bench.run import run_overrides
+
+TINY = ["task=toy-bandit", "train.steps=300", "train.eval_every=100", "train.log_every=50"]
+TINY += ["eval.episodes=20", "eval.periodic_episodes=5", "data.scale=0.2"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*"))
+
+
+def test_record_is_self_describing(tmp_path):
+    rec = run_overrides(["algo=bc", *TINY, f"results_dir={tmp_path}"])
+    assert rec["status"] == "completed" and rec["failure_reason"] is None
+    assert rec["dataset"]["source"] == "forged" and len(rec["dataset"]["sha256"]) == 64
+    assert rec["budget"] == {
+        "name": "quick",
+        "train_steps": 300,
+        "batch_size": 256,
+        "eval_episodes": 20,
+    }
+    assert len(rec["final"]["returns"]) == 20 and rec["final"]["step"] == 300
+    assert [p["step"] for p in rec["curve"]] == [100, 200]
+    assert rec["best"]["note"].startswith("optimistic")
+    assert rec["timings"]["train_steps_per_s"] > 0 and rec["timings"]["decisions_per_s"] > 0
+    assert rec["versions"]["torch"] and rec["env"]["id"]
+    on_disk = read_record(tmp_path / rec["run_id"] / "record.json")
+    assert on_disk == json.loads(json.dumps(rec))
+
+
+def test_completed_run_is_not_rerun_unless_forced(tmp_path):
+    first = run_overrides(["algo=bc", *TINY, f"results_dir={tmp_path}"])
+    again = run_overrides(["algo=bc", *TINY, f"results_dir={tmp_path}"])
+    assert again["finished"] == first["finished"]
+    time.sleep(1.1)
+    forced = run_overrides(["algo=bc", *TINY, f"results_dir={tmp_path}", "force=true"])
+    assert forced["finished"] != first["finished"]
+
+
+def test_same_seed_same_score_on_cpu(tmp_path):
+    a = run_overrides(["algo=iql", *TINY, f"results_dir={tmp_path / 'a'}", "device=cpu"])
+    b = run_overrides(["algo=iql", *TINY, f"results_dir={tmp_path / 'b'}", "device=cpu"])
+    assert a["final"]["returns"] == b["final"]["returns"]
+    assert a["losses"] == b["losses"]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    steps = ["train.steps=1200", "train.checkpoint_every=100", "train.eval_every=400"]
+    args = ["algo=iql", *TINY, *steps, "device=cpu"]
+    reference = run_overrides([*args, f"results_dir={tmp_path / 'ref'}"])
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", *args, f"results_dir={out}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not list(out.rglob("checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(out.rglob("record.json")), "the run finished before it could be killed"
+
+    resumed = run_overrides([*args, f"results_dir={out}"])
+    assert resumed["status"] == "completed" and resumed["resumed"] == 1
+    assert resumed["losses"] == reference["losses"]
+    assert resumed["final"]["returns"] == reference["final"]["returns"]
+
+
+def test_unknown_algorithm_lists_valid_ones_and_writes_nothing(tmp_path):
+    res = cli("algo=nope", f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert res.returncode != 0
+    assert "nope" in res.stderr and "idql" in res.stderr and "iql" in res.stderr
+    assert files_under(tmp_path) == []
+
+
+def test_unknown_task_lists_valid_ones_and_writes_nothing(tmp_path):
+    res = cli("task=nope-v0", f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "nope-v0" in res.stderr and "pointmaze-umaze" in res.stderr
+    assert files_under(tmp_path) == []
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path):
+    res = cli("task=hopper-medium-v2", f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "hopper_medium-v2.hdf5" in res.stderr and "bench.forge" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("algo", ["bc"])
+def test_cfg_job_prints_the_resolved_config(tmp_path, algo):
+    res = cli(f"algo={algo}", "--cfg", "job", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "train:" in res.stdout and "steps: 12000" in res.stdout and "algo:" in res.stdout
+    assert files_under(tmp_path) == []
+
+
+def test_algorithm_overrides_get_their_own_run_directory(tmp_path):
+    short = [*TINY, "train.steps=50", "eval.episodes=2", f"results_dir={tmp_path}"]
+    default = run_overrides(["algo=bc", *short])
+    tuned = run_overrides(["algo=bc", "algo.lr=0.001", *short])
+    assert default["run_id"] != tuned["run_id"]
+    assert tuned["config"]["algo"]["lr"] == 0.001
+
+
+def test_diverged_run_is_recorded_as_failed_without_a_score(tmp_path):
+    rec = run_overrides(["algo=iql", "algo.lr=1e30", *TINY, f"results_dir={tmp_path}"])
+    assert rec["status"] == "failed" and "non-finite" in rec["failure_reason"]
+    assert rec["final"] is None and rec["best"] is None
+    assert read_record(tmp_path / rec["run_id"] / "record.json")["status"] == "failed"
