@@ -13,6 +13,9 @@ ALGORITHMS: dict[str, str] = {
     "td3bc": "algorithms.td3bc",
     "idql": "algorithms.idql",
     "diffusion_ql": "algorithms.diffusion_ql",
+    "diffuser": "algorithms.diffuser",
+    "decision_diffuser": "algorithms.decision_diffuser",
+    "hdmi": "algorithms.hdmi",
 }
 
 
