@@ -390,8 +390,8 @@ def run_overrides(overrides: list[str]) -> dict:
 register_algorithms()
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def cli(cfg: DictConfig) -> None:
+    """Run the composed config; exit 2 on bad input, 1 when a single run failed."""
     hc = HydraConfig.get()
     try:
         record = run(cfg, hc.runtime.choices["algo"], hc.runtime.choices["budget"])
@@ -402,5 +402,13 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    cli(cfg)
+
+
 if __name__ == "__main__":
-    main()
+    # Import by name so that submitit pickles ``main`` by reference, not with its globals.
+    from bench.run import main as imported_main
+
+    imported_main()
