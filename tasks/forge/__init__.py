@@ -33,10 +33,9 @@ PROTOCOLS = {
     "pointmaze": "tasks.forge.pointmaze:forge_pointmaze",
     "maze2d": "tasks.forge.pointmaze:forge_maze2d",
     "bandit": "tasks.forge.bandit:forge_bandit",
+    "locomotion": "tasks.forge.locomotion:forge_locomotion",
 }
-NOT_YET = {
-    "locomotion": "forging D4RL locomotion datasets (SAC behaviour policies) is not available yet",
-}
+NOT_YET: dict[str, str] = {}
 REFERENCE_SEED = 123
 VERSIONED_PACKAGES = ("numpy", "gymnasium", "gymnasium-robotics", "mujoco")
 

@@ -134,6 +134,6 @@ def test_bandit_forge_and_its_reference_scores():
     np.testing.assert_array_equal(dataset.arrays["actions"], again["actions"])
 
 
-def test_locomotion_forge_is_not_available_yet():
-    with pytest.raises(ForgeNotAvailableError, match="not available yet"):
+def test_locomotion_levels_without_trained_policies_say_how_to_train_them():
+    with pytest.raises(ForgeNotAvailableError, match=r"forge\.retrain=true"):
         forge(get_task("walker2d-medium-v2"), scale=0.01)

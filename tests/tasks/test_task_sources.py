@@ -157,9 +157,7 @@ def test_restricted_source_and_unavailable_forge_messages():
         load_dataset(get_task("hopper-medium-v2"), source="minari", verbose=False)
     text = str(err.value)
     assert "minari download mujoco/hopper/medium-v0" in text and "D4RL file" not in text
-    with pytest.raises(
-        DatasetNotFoundError, match=r"forge: +not available yet for hopper-random-v2"
-    ):
+    with pytest.raises(DatasetNotFoundError, match=r"python -m bench\.forge task=hopper-random-v2"):
         load_dataset(get_task("hopper-random-v2"), verbose=False)
 
 
