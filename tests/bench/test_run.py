@@ -115,7 +115,7 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
 def test_cfg_job_prints_the_resolved_config(tmp_path, algo):
     res = cli(f"algo={algo}", "--cfg", "job", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "train:" in res.stdout and "steps: 12000" in res.stdout and "algo:" in res.stdout
+    assert "train:" in res.stdout and "steps: 5000" in res.stdout and "algo:" in res.stdout
     assert files_under(tmp_path) == []
 
 
