@@ -36,7 +36,6 @@ Differences and why:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +46,12 @@ from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import IQLCritic
 from algorithms.common.diffusion import GaussianDiffusion
 from algorithms.common.nets import EMA, SinusoidalEmbedding, mlp
+from algorithms.common.offline import (
+    cosine_decay,
+    default_reward_norm,
+    reward_transform,
+    task_family,
+)
 from algorithms.common.schedules import make_betas
 
 # Expectile per task family, from the official launcher (``critic_hyperparam``).
@@ -92,36 +97,16 @@ class Config:
     act_chunk: int = 1024  # CPU: candidates per denoising pass (cache-sized); GPUs take all
 
 
-def task_family(info: TaskInfo) -> str:
-    """``antmaze`` by task id, else ``locomotion`` (point mazes and toys take its values)."""
-    return "antmaze" if "antmaze" in info.task_id else DEFAULT_FAMILY
-
-
 def resolve_config(cfg: Config, info: TaskInfo) -> Config:
     """``cfg`` with the paper's per-task values where a field is ``None`` / ``auto``; validated."""
     if cfg.selection not in SELECTIONS:
         raise ValueError(f"unknown selection {cfg.selection!r}; valid: {', '.join(SELECTIONS)}")
-    family = task_family(info)
-    if family == "antmaze":
-        norm = "minus_one"
-    else:
-        norm = "returns" if info.kind == "locomotion" else "none"
+    family = "antmaze" if task_family(info) == "antmaze" else DEFAULT_FAMILY
     return dataclasses.replace(
         cfg,
         expectile=PAPER_EXPECTILE[family] if cfg.expectile is None else cfg.expectile,
-        reward_norm=norm if cfg.reward_norm == "auto" else cfg.reward_norm,
+        reward_norm=default_reward_norm(info) if cfg.reward_norm == "auto" else cfg.reward_norm,
     )
-
-
-def reward_transform(mode: str, stats: DatasetStats) -> tuple[float, float]:
-    """``(scale, shift)`` so that the critic trains on ``scale * r + shift``."""
-    if mode == "returns":
-        return 1000.0 / max(stats.return_max - stats.return_min, 1e-6), 0.0
-    if mode == "minus_one":
-        return 1.0, -1.0
-    if mode == "none":
-        return 1.0, 0.0
-    raise ValueError(f"unknown reward_norm {mode!r}; valid: auto, returns, minus_one, none")
 
 
 # ---------------------------------------------------------------------------------- networks
@@ -207,15 +192,6 @@ def select_candidates(q: Tensor, v: Tensor | None, selection: str, expectile: fl
         return q.argmax(dim=-1)
     weights = torch.where(q - v.unsqueeze(-1) > 0, expectile, 1.0 - expectile)
     return torch.multinomial(weights, 1).squeeze(-1)
-
-
-def cosine_decay(max_steps: int):
-    """Multiplier of the base learning rate: ``0.5 * (1 + cos(pi * t / T))``, 0 after ``T``."""
-
-    def factor(step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, max_steps) / max_steps))
-
-    return factor
 
 
 # ---------------------------------------------------------------------------------- agent

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import IQLCritic
 from algorithms.common.nets import mlp
+from algorithms.common.offline import cosine_decay, reward_transform, task_family
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -66,33 +67,15 @@ class Config:
     reward_norm: str = "auto"
 
 
-def task_family(info: TaskInfo) -> str:
-    """The ``PAPER_HPARAMS`` key of a task: antmaze is told apart from point mazes by its id."""
-    if "antmaze" in info.task_id:
-        return "antmaze"
-    return info.kind if info.kind in PAPER_HPARAMS else "other"
-
-
 def resolve_config(cfg: Config, info: TaskInfo) -> Config:
     """``cfg`` with the paper's per-task values filled in where a field is ``None`` or ``auto``."""
-    expectile, beta, reward_norm = PAPER_HPARAMS[task_family(info)]
+    expectile, beta, reward_norm = PAPER_HPARAMS.get(task_family(info), PAPER_HPARAMS["other"])
     return dataclasses.replace(
         cfg,
         expectile=expectile if cfg.expectile is None else cfg.expectile,
         beta=beta if cfg.beta is None else cfg.beta,
         reward_norm=reward_norm if cfg.reward_norm == "auto" else cfg.reward_norm,
     )
-
-
-def reward_transform(mode: str, stats: DatasetStats) -> tuple[float, float]:
-    """``(scale, shift)`` so the trained reward is ``scale * r + shift``."""
-    if mode == "returns":
-        return 1000.0 / max(stats.return_max - stats.return_min, 1e-6), 0.0
-    if mode == "minus_one":
-        return 1.0, -1.0
-    if mode == "none":
-        return 1.0, 0.0
-    raise ValueError(f"unknown reward_norm {mode!r}; valid: auto, returns, minus_one, none")
 
 
 class GaussianPolicy(nn.Module):
@@ -120,17 +103,6 @@ def awr_loss(log_prob: Tensor, adv: Tensor, beta: float) -> Tensor:
     """Advantage-weighted regression: ``-mean(min(exp(beta * A), 100) * log pi(a|s))``."""
     weight = torch.exp(beta * adv).clamp(max=EXP_ADV_MAX)
     return -(weight * log_prob).mean()
-
-
-def cosine_decay(max_steps: int):
-    """Multiplier of the base learning rate: ``0.5 * (1 + cos(pi * t / T))``, 0 after ``T``."""
-
-    horizon = max(max_steps, 1)
-
-    def factor(step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, horizon) / horizon))
-
-    return factor
 
 
 class Agent:
