@@ -17,6 +17,7 @@ SMALL_MAZE += ["train.eval_every=100000", "train.log_every=500"]
 @pytest.mark.parametrize(
     "overrides",
     [["algo=iql", "train.steps=2000"], ["algo=idql", "algo.n_candidates=16", "train.steps=2000"]],
+    ids=["iql", "idql"],
 )
 def test_beats_random_on_a_small_forged_point_maze(tmp_path, overrides):
     rec = run_overrides([*overrides, *SMALL_MAZE, f"results_dir={tmp_path}"])
