@@ -1,0 +1,396 @@
+"""What the trajectory planners (Diffuser, Decision Diffuser, HDMI) share beyond the sampler.
+
+* :class:`StateLayout`: which observation dimensions a planner diffuses (all but the goal ones),
+  where position and velocity sit for point mazes, and where the goal comes from;
+* :class:`Normalizer`: z-scoring with the dataset statistics (the harness gives mean / std);
+* :class:`Constraints`: fixed entries of a trajectory batch, used as the sampler's inpainting
+  hook at planning time and by :func:`with_inpainting` at training time (Diffuser's
+  ``apply_conditioning`` on the noisy input, so a constrained entry is never "denoised");
+* :class:`SegmentValue`: Diffuser's value of a noisy segment (discounted return-to-go from its
+  first step), its training loss, the gradient guide and the final ranking of candidate plans;
+* :class:`InverseDynamics`: Decision Diffuser's ``a_t = f(s_t, s_{t+1})`` MLP (also HDMI's);
+* :class:`OpenLoopPlans` / :class:`StateHistory`: per-environment plans with their age, and
+  per-environment histories, cleared by ``reset(done)``;
+* :func:`follow_plan`: the PD-style controller of Diffuser's ``plan_maze2d.py``.
+
+All tensors are batched over environments (and candidate plans) so one denoising pass plans for
+every evaluation environment at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.diffusion import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    Denoiser,
+    GaussianDiffusion,
+    inpainting,
+    value_gradient,
+)
+from algorithms.common.nets import EMA, mlp
+from algorithms.common.unet import TemporalValue
+
+# D4RL maze2d's fixed targets (``d4rl/pointmaze/maze_model.py``, the 'G' cell of each layout, in
+# D4RL's frame; the same cells as ``tasks.envs.MAZE2D_TARGET_CELLS``). Diffuser reads them from
+# ``env._target``; the agent cannot see the env, and maze2d observations carry no goal.
+MAZE2D_TARGETS: dict[str, tuple[float, float]] = {
+    "maze2d-umaze-v1": (1.0, 1.0),
+    "maze2d-medium-v1": (6.0, 6.0),
+    "maze2d-large-v1": (7.0, 9.0),
+}
+MAZE_POSITION = (0, 1)  # point-maze state [x, y, vx, vy]
+MAZE_VELOCITY = (2, 3)
+
+
+# ---------------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Observation dims a planner diffuses and, for mazes, where the goal position comes from.
+
+    ``state_idx``: observation dims of the planned state (the goal dims are left out: a goal is
+    imposed by inpainting, not diffused). ``goal_dims``: observation dims holding the goal, or
+    empty with ``fixed_goal`` for D4RL maze2d. ``is_maze``: the task is a point maze whose state
+    starts with position then velocity.
+    """
+
+    state_idx: tuple[int, ...]
+    goal_dims: tuple[int, ...] = ()
+    fixed_goal: tuple[float, ...] | None = None
+    is_maze: bool = False
+
+    @classmethod
+    def from_info(cls, info: TaskInfo) -> StateLayout:
+        goal_dims = tuple(info.goal_dims)
+        state_idx = tuple(i for i in range(info.obs_dim) if i not in goal_dims)
+        is_maze = info.kind == "maze"
+        fixed = MAZE2D_TARGETS.get(info.task_id)
+        if is_maze and not goal_dims and fixed is None:
+            raise ValueError(
+                f"maze task {info.task_id!r} has no goal dims and no known fixed target"
+            )
+        return cls(state_idx, goal_dims, fixed, is_maze)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_idx)
+
+    def states(self, obs: Tensor) -> Tensor:
+        """The planned part of observations ``[..., obs_dim] -> [..., state_dim]``."""
+        return obs[..., list(self.state_idx)]
+
+    def segment_states(self, obs: Tensor, mask: Tensor) -> Tensor:
+        """Planned states of a segment batch ``[B, H, obs_dim] -> [B, H, state_dim]``.
+
+        On mazes the point rests after its episode's end: the sampler's padding repeats the last
+        state, velocity included; here padded steps keep the position with zero velocity, so a
+        segment that reaches its goal early stops there (Diffuser's "stay at the goal").
+        """
+        states = self.states(obs)
+        if not self.is_maze:
+            return states
+        moving = torch.ones_like(states)
+        moving[..., list(MAZE_VELOCITY)] = mask.unsqueeze(-1)
+        return states * moving
+
+    def goal(self, obs: Tensor) -> Tensor:
+        """Goal positions ``[n, 2]`` of a maze task for observations ``[n, obs_dim]``."""
+        if self.goal_dims:
+            return obs[:, list(self.goal_dims)]
+        return torch.as_tensor(self.fixed_goal, dtype=obs.dtype, device=obs.device).expand(
+            len(obs), -1
+        )
+
+
+class Normalizer:
+    """Z-scores planned states and actions with the dataset's mean and std."""
+
+    def __init__(self, stats: DatasetStats, layout: StateLayout, device: torch.device):
+        def tensor(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+        idx = list(layout.state_idx)
+        self.s_mean, self.s_std = tensor(stats.obs_mean[idx]), tensor(stats.obs_std[idx])
+        self.a_mean, self.a_std = tensor(stats.act_mean), tensor(stats.act_std)
+
+    def states(self, s: Tensor) -> Tensor:
+        return (s - self.s_mean) / self.s_std
+
+    def unstates(self, s: Tensor) -> Tensor:
+        return s * self.s_std + self.s_mean
+
+    def actions(self, a: Tensor) -> Tensor:
+        return (a - self.a_mean) / self.a_std
+
+    def unactions(self, a: Tensor) -> Tensor:
+        return a * self.a_std + self.a_mean
+
+    def state_dims(self, s: Tensor, dims: Sequence[int]) -> Tensor:
+        """Normalize values of some state dims only (e.g. a goal position)."""
+        dims = list(dims)
+        return (s - self.s_mean[dims]) / self.s_std[dims]
+
+
+def clip_range(bound: float | None) -> tuple[float, float] | None:
+    """``(-bound, bound)`` for the sampler's ``clip_denoised`` (None: no clamp)."""
+    return None if bound is None else (-bound, bound)
+
+
+def returns_scale(stats: DatasetStats, discount: float) -> float:
+    """Scale that maps discounted returns-to-go to about [0, 1] for return conditioning.
+
+    ``min(reward_max / (1 - discount), return_max)``: the first term reproduces Decision
+    Diffuser's hand-set ``returns_scale`` (hopper 400, walker2d 550, halfcheetah 1200 with D4RL's
+    largest rewards), the second caps it for sparse-reward tasks (a point maze earns 1 per goal).
+    """
+    bound = min(stats.reward_max / (1.0 - discount), stats.return_max)
+    return float(max(bound, 1e-6))
+
+
+# ---------------------------------------------------------------------------------- inpainting
+
+
+class Constraints:
+    """Entries of a trajectory batch ``[*batch, H, D]`` fixed to given values."""
+
+    def __init__(self, shape: Sequence[int], device: torch.device):
+        self.mask = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
+        self.values = torch.zeros(tuple(shape), device=device)
+
+    def fix(self, step: int | slice, dims: Sequence[int] | slice, values: Tensor) -> Constraints:
+        """Fix ``x[..., step, dims] = values``; ``values [*batch, d]`` broadcast to that slice."""
+        dims = dims if isinstance(dims, slice) else list(dims)
+        view = self.values[..., step, :]
+        view[..., dims] = values.to(view.dtype).expand_as(view[..., dims])
+        self.mask[..., step, :][..., dims] = True
+        return self
+
+    def hook(self) -> Callable[[Tensor], Tensor]:
+        """The sampler's ``inpaint`` hook."""
+        return inpainting(self.mask, self.values)
+
+    def free(self) -> Tensor:
+        """Float weights, 0 on fixed entries: their loss is zero once inpainted."""
+        return (~self.mask).float()
+
+
+def with_inpainting(model: Denoiser, hook: Callable[[Tensor], Tensor]) -> Denoiser:
+    """A denoiser whose noisy input has the constrained entries set to their clean values."""
+    return lambda x_t, t, cond: model(hook(x_t), t, cond)
+
+
+# ---------------------------------------------------------------------------------- conditions (classifier-free guidance)
+
+
+def condition(value: Tensor, keep: Tensor | float = 1.0) -> dict[str, Tensor]:
+    """A condition ``{"value", "mask"}`` for :class:`TemporalUnet` (``keep`` 0 drops it)."""
+    mask = torch.as_tensor(keep, dtype=value.dtype, device=value.device).expand_as(value)
+    return {"value": value, "mask": mask}
+
+
+def dropped(value: Tensor, p: float) -> dict[str, Tensor]:
+    """Condition with each component dropped independently with probability ``p``."""
+    keep = (torch.rand_like(value) >= p).to(value.dtype)
+    return condition(value, keep)
+
+
+def guided(conds: Sequence[dict[str, Tensor]], scale: float) -> tuple[dict, ClassifierFreeGuidance]:
+    """The empty base condition and the guidance that composes ``conds`` with weight ``scale``."""
+    return condition(conds[0]["value"], 0.0), ClassifierFreeGuidance(list(conds), scale)
+
+
+# ---------------------------------------------------------------------------------- value
+
+
+class SegmentValue:
+    """Diffuser's value ``V(x_t, t)`` of a noisy segment: its discounted return-to-go.
+
+    Trained on ``x_t ~ q(x_t | x_0)`` at a uniform step with the constrained entries clean (as
+    ``ValueDiffusion``), on raw (unnormalized) targets as the official ``normed=False`` so the
+    guide scale keeps its meaning; an EMA copy (Diffuser's trainer) guides and ranks.
+    """
+
+    def __init__(
+        self,
+        net: TemporalValue,
+        lr: float,
+        ema_decay: float,
+        ema_start: int,
+        ema_every: int,
+    ):
+        self.net = net
+        self.ema = EMA(net, decay=ema_decay, start=ema_start, every=ema_every)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def update(
+        self,
+        diffusion: GaussianDiffusion,
+        x0: Tensor,
+        target: Tensor,
+        hook: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """One Adam step on the squared error at a random diffusion step; returns the loss."""
+        t = torch.randint(0, diffusion.T, x0.shape[:-2], device=x0.device)
+        x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
+        if hook is not None:
+            x_t = hook(x_t)
+        loss = (self.net(x_t, t) - target).pow(2).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.ema.update(self.net)
+        return loss.detach()
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """EMA value of segments ``[*batch, H, D]`` at steps ``t [*batch]``."""
+        return self.ema.model(x, t)
+
+    def guide(self, scale: float, n_steps: int, t_stopgrad: int) -> ClassifierGuidance:
+        """Gradient guidance on the EMA value (Diffuser's ``n_step_guided_p_sample``)."""
+        return ClassifierGuidance(
+            value_gradient(self), scale=scale, n_steps=n_steps, t_stopgrad=t_stopgrad
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "net": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def best_of(plans: Tensor, scores: Tensor) -> Tensor:
+    """The highest-scoring candidate per environment: ``[n, P, ...]``, ``[n, P] -> [n, ...]``."""
+    idx = scores.argmax(dim=1)
+    return plans[torch.arange(len(plans), device=plans.device), idx]
+
+
+# ---------------------------------------------------------------------------------- actions
+
+
+class InverseDynamics(nn.Module):
+    """``a_t = f(s_t, s_{t+1})``: Decision Diffuser's ReLU MLP on normalized states."""
+
+    def __init__(self, state_dim: int, act_dim: int, hidden: int):
+        super().__init__()
+        self.net = mlp(2 * state_dim, act_dim, hidden, depth=2)
+
+    def forward(self, s: Tensor, s_next: Tensor) -> Tensor:
+        return self.net(torch.cat([s, s_next], dim=-1))
+
+    def loss(self, states: Tensor, actions: Tensor, mask: Tensor) -> Tensor:
+        """Masked MSE over consecutive pairs of ``[B, H, S]`` states (both steps real)."""
+        pred = self(states[:, :-1], states[:, 1:])
+        pair = (mask[:, :-1] * mask[:, 1:]).unsqueeze(-1)
+        return ((pred - actions[:, :-1]) ** 2 * pair).sum() / (pair.sum() * actions.shape[-1])
+
+
+def follow_plan(plan: Tensor, step: Tensor, state: Tensor) -> Tensor:
+    """Diffuser's maze2d controller towards the plan's next waypoint (``plan_maze2d.py``).
+
+    ``plan [n, H, 4]`` and ``state [n, 4]`` are unnormalized point-maze states ``[pos, vel]``;
+    ``step [n]`` is how many steps each env has followed its plan. The waypoint is
+    ``plan[step + 1]``, or past the end the last state with zero velocity; the action is
+    ``(wp_pos - pos) + (wp_vel - vel)``.
+    """
+    horizon = plan.shape[1]
+    idx = (step + 1).clamp(max=horizon - 1)
+    waypoint = plan[torch.arange(len(plan), device=plan.device), idx].clone()
+    waypoint[step + 1 >= horizon, 2:] = 0.0
+    pos, vel = list(MAZE_POSITION), list(MAZE_VELOCITY)
+    return (waypoint[:, pos] - state[:, pos]) + (waypoint[:, vel] - state[:, vel])
+
+
+# ---------------------------------------------------------------------------------- env memory
+
+
+class OpenLoopPlans:
+    """Per-environment open-loop plans ``[n, H, D]`` and how many steps each has been followed.
+
+    An environment needs a new plan after ``reset`` or once its plan is ``replan_every`` steps
+    old (``replan_every = 0``: never, as Diffuser's maze2d script plans once per episode).
+    """
+
+    def __init__(self, replan_every: int):
+        self.replan_every = replan_every
+        self.plans: Tensor | None = None
+        self.age = torch.zeros(0, dtype=torch.long)
+        self.stale = np.zeros(0, dtype=bool)
+
+    def reset(self, done: np.ndarray | None = None) -> None:
+        if done is None:
+            self.plans, self.stale = None, np.zeros(0, dtype=bool)
+        elif len(self.stale):
+            self.stale |= np.asarray(done, dtype=bool)
+
+    def due(self, n_envs: int) -> np.ndarray:
+        """Boolean ``[n]``: environments that must plan before acting now."""
+        if self.plans is None or len(self.stale) != n_envs:
+            return np.ones(n_envs, dtype=bool)
+        old = (self.age.cpu().numpy() >= self.replan_every) if self.replan_every > 0 else False
+        return self.stale | old
+
+    def store(self, which: np.ndarray, plans: Tensor) -> None:
+        """Install new plans for the environments flagged in ``which`` (``plans [k, H, D]``)."""
+        n = len(which)
+        if self.plans is None or len(self.stale) != n:
+            self.plans = plans.new_zeros(n, *plans.shape[1:])
+            self.age = torch.zeros(n, dtype=torch.long, device=plans.device)
+            self.stale = np.ones(n, dtype=bool)
+        idx = torch.as_tensor(np.flatnonzero(which), device=plans.device)
+        self.plans[idx] = plans
+        self.age[idx] = 0
+        self.stale[which] = False
+
+    def advance(self) -> None:
+        self.age += 1
+
+
+class StateHistory:
+    """The last ``length`` states of every environment ``[n, length, S]``, newest last.
+
+    After a reset the history is filled with the first state seen (no earlier states exist).
+    """
+
+    def __init__(self, length: int):
+        self.length = length
+        self.states: Tensor | None = None
+        self.fresh = np.zeros(0, dtype=bool)
+
+    def reset(self, done: np.ndarray | None = None) -> None:
+        if done is None:
+            self.states, self.fresh = None, np.zeros(0, dtype=bool)
+        elif len(self.fresh):
+            self.fresh |= np.asarray(done, dtype=bool)
+
+    def push(self, state: Tensor) -> Tensor:
+        """Append ``state [n, S]`` and return the history ``[n, length, S]``."""
+        n = len(state)
+        if self.states is None or len(self.fresh) != n:
+            self.states = state.unsqueeze(1).repeat(1, self.length, 1)
+            self.fresh = np.zeros(n, dtype=bool)
+            return self.states
+        self.states = torch.cat([self.states[:, 1:], state.unsqueeze(1)], dim=1)
+        if self.fresh.any():
+            idx = torch.as_tensor(np.flatnonzero(self.fresh), device=state.device)
+            self.states[idx] = state[idx].unsqueeze(1).expand(-1, self.length, -1)
+            self.fresh[:] = False
+        return self.states
+
+
+def to_tensor(obs: np.ndarray, device: torch.device) -> Tensor:
+    return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)

@@ -1,0 +1,255 @@
+"""Decision Diffuser: Is Conditional Generative Modeling all you need for Decision-Making?
+(Ajay, Du, Gupta, Tenenbaum, Jaakkola & Agrawal, ICLR 2023, arXiv:2211.15657).
+
+Method: a DDPM over state-only segments, conditioned on the normalized return-to-go through a
+condition embedding that is dropped with probability p during training, so one network is both
+the conditional and the unconditional model (classifier-free guidance with weight w, several
+conditions composable as ``eps(empty) + w * sum_i (eps(y_i) - eps(empty))``); the last k
+observed states are inpainted, and an inverse-dynamics MLP turns planned state pairs into actions.
+
+Paper vs official code (anuragajay/decision-diffuser, ``config/locomotion_config.py``,
+``diffuser/models/diffusion.py`` ``GaussianInvDynDiffusion``, ``scripts/evaluate_inv_parallel.py``),
+both kept as data in :data:`PAPER` / :data:`OFFICIAL`; **defaults follow the official code**, the
+one that produced the released numbers:
+- diffusion steps: code 200, paper 100 (appendix); horizon 100 in both;
+- guidance weight w: code 1.2; the paper tunes it per task (1.2 to 1.8, 1.6 typical);
+- history: code conditions on the current state only (k = 1; see the repository's issue #3,
+  "Where is the code for history conditioning proposed in the paper?"); the paper conditions on a
+  context of past states (k = 20 as we read its appendix);
+- inverse dynamics: code 2 x 256 ReLU, paper 2 x 512;
+- shared by both: condition dropout 0.25, epsilon prediction, U-Net dim 128 with mults (1, 4, 8),
+  cosine schedule, low-temperature sampling (noise x 0.5), target return 0.9 (normalized),
+  discount 0.99, Adam 2e-4, batch 32 x 2 accumulation (here one batch of 64), EMA 0.995 (start
+  2000, every 10), loss ``(diffusion + inverse dynamics) / 2`` with one optimizer.
+The values marked "as we read" could not be re-checked against the PDF here.
+Differences from the official code and why:
+- returns are scaled by ``min(reward_max / (1 - discount), return_max)`` (see
+  :func:`algorithms.common.planning.returns_scale`), which reproduces the hand-set
+  ``returns_scale`` of D4RL locomotion (400 / 550 / 1200) and works for sparse-reward mazes; no
+  termination penalty (the segment sampler's returns carry none);
+- z-scoring with the dataset statistics instead of the CDF normalizer; the predicted x0 is
+  clamped to +-5 z-scores where the official clamps its [-1, 1] CDF range: with the cosine
+  schedule's last beta of 0.999, an unclamped epsilon model's first steps blow up;
+- the initial noise is N(0, I) (the shared sampler's); the official also scales it by 0.5;
+- the condition embedding reads ``concat(value * keep, keep)`` per component (the official
+  multiplies the embedding by the keep flag); both make "dropped" one fixed input;
+- the inverse-dynamics loss skips pairs that reach into an episode's padding;
+- on mazes (which the paper does not evaluate) the goal position is inpainted at the last step,
+  as in Diffuser; ``pointmaze-*`` goal dims are not diffused;
+- at an episode's start the history is the first state repeated; ``replan_every`` > 1 follows
+  the plan open-loop between plans (the official plans every step, the default here too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
+from algorithms.common.diffusion import GaussianDiffusion
+from algorithms.common.nets import EMA
+from algorithms.common.planning import (
+    MAZE_POSITION,
+    Constraints,
+    InverseDynamics,
+    Normalizer,
+    OpenLoopPlans,
+    StateHistory,
+    StateLayout,
+    clip_range,
+    condition,
+    dropped,
+    guided,
+    returns_scale,
+    to_tensor,
+    with_inpainting,
+)
+from algorithms.common.schedules import make_betas
+from algorithms.common.unet import TemporalUnet
+
+OFFICIAL: dict[str, float | int] = {
+    "horizon": 100,
+    "n_diffusion_steps": 200,
+    "guidance_scale": 1.2,
+    "history": 1,
+    "inv_hidden": 256,
+}
+PAPER: dict[str, float | int] = {
+    "horizon": 100,
+    "n_diffusion_steps": 100,
+    "guidance_scale": 1.6,
+    "history": 20,
+    "inv_hidden": 512,
+}
+SETTINGS = {"official": OFFICIAL, "paper": PAPER}
+
+
+@dataclass
+class Config:
+    """``None`` fields take the value of ``settings`` (``official`` or ``paper``)."""
+
+    settings: str = "official"
+    horizon: int | None = None
+    n_diffusion_steps: int | None = None
+    guidance_scale: float | None = None
+    history: int | None = None
+    inv_hidden: int | None = None
+    dim: int = 128
+    dim_mults: tuple[int, ...] = (1, 4, 8)
+    condition_dropout: float = 0.25
+    target_return: float = 0.9  # normalized, as the official test_ret
+    returns_scale: float | None = None  # None: derived from the dataset (module docstring)
+    discount: float = 0.99
+    temperature: float = 0.5
+    lr: float = 2e-4
+    batch_size: int = 64  # 32 x 2 accumulation steps
+    ema_decay: float = 0.995
+    ema_start: int = 2000
+    ema_every: int = 10
+    clip_denoised: float | None = 5.0  # clamp predicted x0 to +-this (z-scores)
+    ddim_steps: int | None = None  # None: all T DDPM steps
+    ddim_eta: float = 0.0
+    replan_every: int = 1
+
+
+def resolve_config(cfg: Config, stats: DatasetStats) -> Config:
+    """Fill ``None`` fields from the chosen settings and the dataset's returns scale."""
+    if cfg.settings not in SETTINGS:
+        raise ValueError(f"unknown settings {cfg.settings!r}; valid: {', '.join(SETTINGS)}")
+    values = SETTINGS[cfg.settings]
+    filled = {k: v for k, v in values.items() if getattr(cfg, k) is None}
+    out = dataclasses.replace(cfg, **filled, dim_mults=tuple(cfg.dim_mults))
+    if out.returns_scale is None:
+        out = dataclasses.replace(out, returns_scale=returns_scale(stats, cfg.discount))
+    if not 1 <= out.history < out.horizon:
+        raise ValueError(f"history must be in [1, horizon), got {out.history}")
+    return out
+
+
+# ---------------------------------------------------------------------------------- agent
+
+
+class Agent:
+    """Decision Diffuser following :mod:`algorithms.common.contract`."""
+
+    def __init__(
+        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+    ):
+        self.cfg = cfg = resolve_config(cfg, stats)
+        self.info, self.device = info, torch.device(device)
+        self.layout = StateLayout.from_info(info)
+        self.norm = Normalizer(stats, self.layout, self.device)
+        self.data_spec = DataSpec(
+            kind="segments", batch_size=cfg.batch_size, horizon=cfg.horizon, discount=cfg.discount
+        )
+        s_dim = self.layout.state_dim
+        self.model = TemporalUnet(s_dim, cfg.dim, cfg.dim_mults, cond_dim=1).to(self.device)
+        self.inverse = InverseDynamics(s_dim, info.act_dim, cfg.inv_hidden).to(self.device)
+        params = [*self.model.parameters(), *self.inverse.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.ema = EMA(self.model, decay=cfg.ema_decay, start=cfg.ema_start, every=cfg.ema_every)
+        self.diffusion = GaussianDiffusion(
+            make_betas("cosine", cfg.n_diffusion_steps),
+            predict_epsilon=True,
+            clip_denoised=clip_range(cfg.clip_denoised),
+            event_dims=2,
+        ).to(self.device)
+        self.history = StateHistory(cfg.history)
+        self.plans = OpenLoopPlans(cfg.replan_every)
+        self.step = 0
+
+    def constraints(self, shape: tuple, history: Tensor, goal: Tensor | None) -> Constraints:
+        """The ``k`` history states first; for mazes the goal position last (normalized)."""
+        cons = Constraints(shape, self.device).fix(slice(0, self.cfg.history), slice(None), history)
+        if goal is not None:
+            cons.fix(-1, MAZE_POSITION, goal)
+        return cons
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One step on ``(diffusion loss + inverse-dynamics loss) / 2`` and the EMA."""
+        cfg, k = self.cfg, self.cfg.history
+        states = self.norm.states(self.layout.segment_states(batch["observations"], batch["mask"]))
+        goal = states[:, -1, list(MAZE_POSITION)] if self.layout.is_maze else None
+        cons = self.constraints(states.shape, states[:, :k], goal)
+        returns = batch["returns_to_go"][:, k - 1 : k] / cfg.returns_scale
+        diffusion_loss = self.diffusion.loss(
+            with_inpainting(self.model, cons.hook()),
+            states,
+            dropped(returns, cfg.condition_dropout),
+            cons.free(),
+        )
+        actions = self.norm.actions(batch["actions"])
+        inverse_loss = self.inverse.loss(states, actions, batch["mask"])
+        loss = 0.5 * (diffusion_loss + inverse_loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return {"diffusion_loss": diffusion_loss.detach(), "inverse_loss": inverse_loss.detach()}
+
+    def plan(self, history: Tensor, goal: Tensor | None, returns: Sequence[Tensor]) -> Tensor:
+        """Normalized state plans ``[n, H, S]`` from histories ``[n, k, S]``.
+
+        ``returns``: one ``[n, 1]`` normalized target return per guided condition, composed.
+        """
+        cfg, n = self.cfg, len(history)
+        shape = (n, cfg.horizon, self.layout.state_dim)
+        base, cfg_guide = guided([condition(r) for r in returns], cfg.guidance_scale)
+        return self.diffusion.sample(
+            self.ema.model,
+            shape,
+            base,
+            ddim_steps=cfg.ddim_steps,
+            eta=cfg.ddim_eta,
+            temperature=cfg.temperature,
+            cfg=cfg_guide,
+            inpaint=self.constraints(shape, history, goal).hook(),
+        )
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions ``[n_envs, act_dim]``: plans for all due envs in one pass, inverse dynamics."""
+        obs_t = to_tensor(obs, self.device)
+        state = self.norm.states(self.layout.states(obs_t))
+        history = self.history.push(state)
+        due = self.plans.due(len(obs_t))
+        if due.any():
+            rows = torch.as_tensor(due, device=self.device)
+            goal = None
+            if self.layout.is_maze:
+                goal = self.norm.state_dims(self.layout.goal(obs_t[rows]), MAZE_POSITION)
+            target = torch.full((int(due.sum()), 1), self.cfg.target_return, device=self.device)
+            self.plans.store(due, self.plan(history[rows], goal, [target]))
+        plans, age = self.plans.plans, self.plans.age
+        nxt = (age + self.cfg.history).clamp(max=self.cfg.horizon - 1)
+        target_state = plans[torch.arange(len(plans), device=self.device), nxt]
+        action = self.norm.unactions(self.inverse(state, target_state))
+        self.plans.advance()
+        return action.clamp(self.info.action_low, self.info.action_high).cpu().numpy()
+
+    def reset(self, done: np.ndarray | None = None) -> None:
+        """Clear histories and plans of the environments flagged in ``done`` (all when None)."""
+        self.history.reset(done)
+        self.plans.reset(done)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "inverse": self.inverse.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.inverse.load_state_dict(state["inverse"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]

@@ -1,0 +1,203 @@
+"""Planning speed and few-step sampling of the trajectory planners, as tables.
+
+    python -m benchmarks.planning [--algos diffuser,decision_diffuser,hdmi] [--task pointmaze-umaze]
+        [--envs 20] [--train-steps 2000] [--ddim 5,10] [--episodes 20] [--set algo.field=value ...]
+
+Table 1, batched vs one environment at a time: with ``replan_every=1`` every ``act`` plans, so
+decisions/s is the planning throughput; ``batched`` calls ``agent.act(obs[n_envs])`` (one
+denoising pass for every environment and candidate plan), ``one at a time`` calls
+``agent.act(obs[i:i+1])`` for each environment in turn, as the official implementations evaluate.
+Both are measured in this process on the same dataset states.
+
+Table 2, the sampler: the agent is trained for ``--train-steps`` updates (or loaded from a
+``bench.run`` checkpoint with ``--checkpoint``), then evaluated on ``--episodes`` episodes with
+all T DDPM steps and with DDIM at each ``--ddim`` step count, under the algorithm's own acting
+settings: score, success rate and decisions/s of the whole evaluation.
+
+``--set`` overrides algorithm fields for every algorithm that has them (e.g. ``horizon=64``);
+the defaults below are a reduced CPU budget, stated in the output. Threads: ``--threads``
+(default 1; on a shared 2-core machine two OpenMP threads can be many times slower than one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import algorithms
+from bench.data import compute_stats, make_sampler
+from bench.evaluate import evaluate
+from bench.run import library_versions, task_info
+from tasks.registry import get_task
+from tasks.sources import load_dataset
+
+# A reduced budget that trains in minutes on 2 CPU cores (fields missing from a Config are ignored).
+REDUCED = {
+    "horizon": 64,
+    "n_diffusion_steps": 20,
+    "dim": 16,
+    "dim_mults": (1, 2, 4),
+    "batch_size": 32,
+    "lr": 1e-3,
+    "ema_start": 500,
+    "ema_every": 1,
+    "ema_decay": 0.99,
+    "n_subgoals": 4,
+    "subgoal_interval": 16,
+    "goal_width": 64,
+    "goal_layers": 2,
+    "inv_hidden": 128,
+}
+
+
+def parse_value(text: str):
+    """``1`` -> int, ``0.5`` -> float, ``1,2,4`` -> tuple, ``none`` -> None, else the string."""
+    if text.lower() == "none":
+        return None
+    if "," in text:
+        return tuple(parse_value(t) for t in text.split(",") if t)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def make_config(module, overrides: dict):
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    return module.Config(**{k: v for k, v in overrides.items() if k in fields})
+
+
+def time_planning(agent, obs: np.ndarray, calls: int) -> tuple[float, float]:
+    """Decisions/s of batched ``act`` and of ``act`` on one environment at a time."""
+    agent.reset()
+    agent.act(obs)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        agent.act(obs)
+    batched = calls * len(obs) / (time.perf_counter() - t0)
+    agent.reset()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        for i in range(len(obs)):
+            agent.act(obs[i : i + 1])
+    single = calls * len(obs) / (time.perf_counter() - t0)
+    agent.reset()
+    return batched, single
+
+
+def train(agent, dataset, steps: int) -> float:
+    """Train ``steps`` updates; returns updates/s."""
+    sampler = make_sampler(dataset, agent.data_spec, torch.device("cpu"), seed=0)
+    t0 = time.perf_counter()
+    out = {}
+    for _ in range(steps):
+        out = agent.update(sampler.sample())
+    if out:
+        float(next(iter(out.values())))
+    return steps / max(time.perf_counter() - t0, 1e-9)
+
+
+def with_sampler(agent, ddim_steps: int | None):
+    """A shallow copy of ``agent`` sampling with ``ddim_steps`` (None: all T DDPM steps)."""
+    other = copy.copy(agent)
+    other.cfg = dataclasses.replace(agent.cfg, ddim_steps=ddim_steps)
+    other.plans = copy.deepcopy(agent.plans)
+    if hasattr(agent, "history"):
+        other.history = copy.deepcopy(agent.history)
+    return other
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--algos", default="diffuser,decision_diffuser,hdmi")
+    parser.add_argument("--task", default="pointmaze-umaze")
+    parser.add_argument("--scale", type=float, default=0.05)
+    parser.add_argument("--envs", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="bench.run checkpoint.pt (one algo)")
+    parser.add_argument("--ddim", default="5,10")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], help="field=value overrides")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    overrides = {**REDUCED, **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}}
+    spec = get_task(args.task)
+    dataset = load_dataset(spec, scale=args.scale, verbose=False)
+    info = task_info(spec, dataset)
+    stats = compute_stats(dataset)
+    rng = np.random.default_rng(0)
+    obs = dataset.arrays["observations"][rng.integers(len(dataset), size=args.envs)]
+    obs = obs.astype(np.float32)
+    ddim_counts = [int(k) for k in args.ddim.split(",") if k]
+
+    speed = Table("algo", "envs", "batched decisions/s", "one at a time", "speed-up")
+    sampler = Table("algo", "train steps/s", "sampler", "success", "normalized", "decisions/s")
+    for name in args.algos.split(","):
+        module = algorithms.load(name)
+        torch.manual_seed(0)
+        agent = module.Agent(make_config(module, overrides), info, stats, torch.device("cpu"))
+        planner = with_sampler(agent, agent.cfg.ddim_steps)
+        planner.cfg = dataclasses.replace(planner.cfg, replan_every=1)
+        planner.plans.replan_every = 1
+        batched, single = time_planning(planner, obs, args.calls)
+        speed.add_row(
+            name, str(args.envs), f"{batched:.1f}", f"{single:.1f}", f"{batched / single:.1f}x"
+        )
+        if args.checkpoint:
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+            agent.load_state_dict(state["agent"])
+            steps_per_s = float("nan")
+        else:
+            steps_per_s = train(agent, dataset, args.train_steps)
+        for ddim in [None, *ddim_counts]:
+            torch.manual_seed(1)
+            result = evaluate(
+                with_sampler(agent, ddim),
+                spec,
+                args.episodes,
+                seed=10_000,
+                ref_min=dataset.ref_min_score,
+                ref_max=dataset.ref_max_score,
+            )
+            summary = result.summary()
+            label = f"DDPM T={agent.cfg.n_diffusion_steps}" if ddim is None else f"DDIM {ddim}"
+            sampler.add_row(
+                name,
+                f"{steps_per_s:.1f}",
+                label,
+                f"{summary.get('success_rate', float('nan')):.2f}",
+                f"{summary['normalized_mean']:.1f}",
+                f"{result.decisions / max(result.act_seconds, 1e-9):.0f}",
+            )
+
+    console = Console()
+    versions = library_versions()
+    console.print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )
+    console.print(
+        f"task {args.task} ({dataset.provenance.source}, {len(dataset):,} transitions); "
+        f"overrides {overrides}; {args.train_steps} training steps; {args.episodes} episodes"
+    )
+    console.print(speed)
+    console.print(sampler)
+
+
+if __name__ == "__main__":
+    main()

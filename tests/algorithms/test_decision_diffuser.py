@@ -1,0 +1,197 @@
+"""Decision Diffuser: settings, history inpainting, return guidance and composition on toys,
+batched acting, checkpoints."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms import decision_diffuser as dd
+from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.diffusion import GaussianDiffusion
+from algorithms.common.planning import condition, guided
+from algorithms.common.schedules import make_betas
+from algorithms.common.unet import TemporalUnet
+
+TINY = {"dim": 8, "dim_mults": (1, 2), "n_diffusion_steps": 5, "horizon": 12, "history": 3}
+POINTMAZE = TaskInfo("pointmaze-umaze", "maze", 6, 2, max_episode_steps=300, goal_dims=(4, 5))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unit_stats(obs_dim: int, act_dim: int, reward_max: float = 1.0) -> DatasetStats:
+    return DatasetStats(
+        obs_mean=np.zeros(obs_dim, np.float32),
+        obs_std=np.ones(obs_dim, np.float32),
+        act_mean=np.zeros(act_dim, np.float32),
+        act_std=np.ones(act_dim, np.float32),
+        reward_min=0.0,
+        reward_max=reward_max,
+        return_min=0.0,
+        return_max=1000.0,
+        n_transitions=1000,
+        n_episodes=10,
+    )
+
+
+def random_batch(info: TaskInfo, horizon: int, batch: int = 8) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "observations": torch.randn(batch, horizon, info.obs_dim, generator=g),
+        "actions": torch.rand(batch, horizon, info.act_dim, generator=g) * 2 - 1,
+        "returns_to_go": torch.rand(batch, horizon, generator=g),
+        "mask": torch.ones(batch, horizon),
+    }
+
+
+def test_official_and_paper_settings():
+    stats = unit_stats(11, 3, reward_max=4.0)
+    official = dd.resolve_config(dd.Config(), stats)
+    assert (official.n_diffusion_steps, official.guidance_scale, official.history) == (200, 1.2, 1)
+    assert (official.horizon, official.inv_hidden, official.condition_dropout) == (100, 256, 0.25)
+    assert official.returns_scale == pytest.approx(400.0)
+    paper = dd.resolve_config(dd.Config(settings="paper"), stats)
+    assert (paper.n_diffusion_steps, paper.history, paper.inv_hidden) == (100, 20, 512)
+    assert dd.resolve_config(dd.Config(settings="paper", history=4), stats).history == 4
+    with pytest.raises(ValueError, match="settings"):
+        dd.resolve_config(dd.Config(settings="blog"), stats)
+    with pytest.raises(ValueError, match="history"):
+        dd.resolve_config(dd.Config(horizon=4, history=4), stats)
+
+
+@pytest.mark.parametrize("ddim_steps", [None, 3])
+def test_history_and_goal_hold_exactly_in_sampled_plans(ddim_steps):
+    torch.manual_seed(0)
+    agent = dd.Agent(dd.Config(**TINY, ddim_steps=ddim_steps), POINTMAZE, unit_stats(6, 2), "cpu")
+    history, goal = torch.randn(4, 3, 4), torch.randn(4, 2)
+    plans = agent.plan(history, goal, [torch.full((4, 1), 0.9)])
+    assert plans.shape == (4, 12, 4)
+    torch.testing.assert_close(plans[:, :3], history)
+    torch.testing.assert_close(plans[:, -1, :2], goal)
+
+
+def test_acting_keeps_a_history_and_plans_all_envs_in_one_pass(monkeypatch):
+    torch.manual_seed(0)
+    agent = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    histories = []
+    plan = agent.plan
+    monkeypatch.setattr(agent, "plan", lambda h, g, r: histories.append(h.clone()) or plan(h, g, r))
+    agent.reset()
+    rng = np.random.default_rng(0)
+    observations = [rng.normal(size=(5, 6)).astype(np.float32) for _ in range(3)]
+    for obs in observations:
+        actions = agent.act(obs)
+        assert actions.shape == (5, 2) and np.abs(actions).max() <= 1.0
+    assert len(histories) == 3 and all(h.shape == (5, 3, 4) for h in histories)
+    last = agent.norm.states(torch.as_tensor(np.stack([o[:, :4] for o in observations], 1)))
+    torch.testing.assert_close(histories[-1], last)
+    torch.testing.assert_close(histories[0], last[:, :1].expand(-1, 3, -1))  # filled at start
+    agent.reset(np.array([True, False, False, False, False]))
+    agent.act(observations[0])
+    fresh = agent.norm.states(torch.as_tensor(observations[0][0, :4]))
+    torch.testing.assert_close(histories[-1][0], fresh.expand(3, -1))
+
+
+def test_update_returns_detached_scalars_and_state_round_trips():
+    torch.manual_seed(0)
+    source = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    out = source.update(random_batch(POINTMAZE, 12))
+    assert set(out) == {"diffusion_loss", "inverse_loss"}
+    assert all(v.dim() == 0 and not v.requires_grad for v in out.values())
+    restored = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    restored.load_state_dict(copy.deepcopy(source.state_dict()))
+    results = []
+    for agent in (source, restored):
+        torch.manual_seed(3)
+        loss = agent.update(random_batch(POINTMAZE, 12))["diffusion_loss"].item()
+        agent.reset()
+        torch.manual_seed(3)
+        results.append((loss, agent.act(np.zeros((2, 6), np.float32))))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def slope_batch(batch: int, horizon: int, g: torch.Generator, discount: float) -> dict:
+    """1-D toy: the state moves with a constant speed v in [-1, 1]; the reward is v."""
+    v = torch.rand(batch, 1, 1, generator=g) * 2 - 1
+    steps = torch.arange(horizon, dtype=torch.float32)[None, :, None]
+    states = v * steps + 0.05 * torch.randn(batch, horizon, 1, generator=g)
+    discounts = discount ** torch.arange(horizon, dtype=torch.float32)
+    rtg = v[..., 0] * torch.flip(torch.cumsum(torch.flip(discounts, [0]), 0), [0]) / discounts
+    return {
+        "observations": states,
+        "actions": v.expand(batch, horizon, 1),
+        "returns_to_go": rtg,
+        "mask": torch.ones(batch, horizon),
+    }
+
+
+def test_guidance_on_a_higher_return_plans_higher_return_segments():
+    info = TaskInfo("toy-slope", "toy", 1, 1)
+    cfg = dd.Config(
+        horizon=6,
+        history=1,
+        n_diffusion_steps=10,
+        dim=16,
+        dim_mults=(1, 2),
+        lr=3e-3,
+        ema_start=10_000,
+        returns_scale=6.0,
+        batch_size=32,
+    )
+    torch.manual_seed(0)
+    agent = dd.Agent(cfg, info, unit_stats(1, 1), "cpu")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        agent.update(slope_batch(32, 6, g, cfg.discount))
+    start = torch.zeros(64, 1, 1)
+    speed = {}
+    for target in (-0.8, 0.8):
+        torch.manual_seed(1)
+        plans = agent.plan(start, None, [torch.full((64, 1), target)])
+        speed[target] = ((plans[:, -1, 0] - plans[:, 0, 0]) / 5).mean().item()
+    assert speed[0.8] > 0.4 and speed[-0.8] < -0.4
+
+
+def test_composing_two_conditions_satisfies_both():
+    """Trained on one condition at a time (x sign or y sign of a line's end), composing both
+    conditions reaches the quadrant neither one alone asks for."""
+    torch.manual_seed(0)
+    horizon = 4
+    net = TemporalUnet(2, dim=16, dim_mults=(1, 2), cond_dim=2)
+    diffusion = GaussianDiffusion(make_betas("cosine", 10), event_dims=2)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    ramp = torch.linspace(0, 1, horizon)[None, :, None]
+    for _ in range(300):
+        end = torch.randint(0, 2, (32, 2)).float() * 2 - 1
+        x0 = end[:, None, :] * ramp + 0.05 * torch.randn(32, horizon, 2)
+        which = torch.randint(0, 3, (32,))  # keep x only, y only, or nothing
+        mask = torch.stack([which == 0, which == 1], dim=1).float()
+        loss = diffusion.loss(net, x0, condition(end, mask))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    n = 200
+
+    def only(axis: int) -> dict:
+        one_hot = torch.zeros(n, 2)
+        one_hot[:, axis] = 1.0
+        return condition(one_hot, one_hot)
+
+    def ends(conds) -> torch.Tensor:
+        torch.manual_seed(1)
+        base, cfg = guided(conds, scale=2.0)
+        return diffusion.sample(net, (n, horizon, 2), base, cfg=cfg)[:, -1]
+
+    alone, both = ends([only(0)]), ends([only(0), only(1)])
+    assert (alone[:, 0] > 0).float().mean() > 0.8  # x > 0 asked for
+    assert ((alone[:, 0] > 0) & (alone[:, 1] > 0)).float().mean() < 0.6  # y left to chance
+    assert ((both[:, 0] > 0) & (both[:, 1] > 0)).float().mean() > 0.9

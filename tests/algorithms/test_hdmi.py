@@ -1,0 +1,151 @@
+"""HDMI: subgoal extraction, the two-level plan's inpainting, batched acting, checkpoints."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms import hdmi
+from algorithms.common.contract import DatasetStats, TaskInfo
+
+TINY = {
+    "n_subgoals": 3,
+    "subgoal_interval": 4,
+    "n_diffusion_steps": 5,
+    "goal_width": 16,
+    "goal_layers": 1,
+    "goal_heads": 2,
+    "dim": 8,
+    "dim_mults": (1, 2),
+    "inv_hidden": 16,
+}
+POINTMAZE = TaskInfo("pointmaze-umaze", "maze", 6, 2, max_episode_steps=300, goal_dims=(4, 5))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unit_stats(obs_dim: int, act_dim: int) -> DatasetStats:
+    return DatasetStats(
+        obs_mean=np.zeros(obs_dim, np.float32),
+        obs_std=np.ones(obs_dim, np.float32),
+        act_mean=np.zeros(act_dim, np.float32),
+        act_std=np.ones(act_dim, np.float32),
+        reward_min=0.0,
+        reward_max=1.0,
+        return_min=0.0,
+        return_max=1.0,
+        n_transitions=1000,
+        n_episodes=10,
+    )
+
+
+def random_batch(info: TaskInfo, horizon: int, batch: int = 8) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "observations": torch.randn(batch, horizon, info.obs_dim, generator=g),
+        "actions": torch.rand(batch, horizon, info.act_dim, generator=g) * 2 - 1,
+        "returns_to_go": torch.rand(batch, horizon, generator=g),
+        "mask": torch.ones(batch, horizon),
+    }
+
+
+def line(positions: list[float]) -> torch.Tensor:
+    return torch.tensor(positions, dtype=torch.float32).reshape(1, -1, 1)
+
+
+def test_without_shortcuts_subgoals_are_every_k_steps():
+    idx = hdmi.shortcut_subgoals(line(list(range(13))), n_subgoals=3, interval=4, radius=0.0)
+    assert idx.tolist() == [[0, 4, 8, 12]]
+
+
+def test_shortcuts_cut_a_detour_out_of_the_subgoals():
+    # out to 3 and back to 0 (steps 0-6), then on to 6: the detour is cut
+    positions = [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6]
+    positions = [p + 0.01 * i for i, p in enumerate(positions)]  # no exact revisits
+    idx = hdmi.shortcut_subgoals(line(positions), n_subgoals=7, interval=1, radius=0.1)
+    along = torch.tensor(positions)[idx[0]]
+    assert idx[0, -1] == 12 and (along.diff() >= 0).all()
+    plain = hdmi.shortcut_subgoals(line(positions), n_subgoals=7, interval=1, radius=0.0)
+    assert plain[0].tolist() == list(range(8))  # without shortcuts: the first 8 raw steps
+
+
+def test_padding_collapses_and_the_last_subgoal_repeats():
+    positions = [0, 1, 2, 3, 3, 3, 3, 3, 3]  # the sampler repeats an episode's last state
+    idx = hdmi.shortcut_subgoals(line(positions), n_subgoals=4, interval=2, radius=0.0)
+    assert torch.tensor(positions)[idx[0]].tolist() == [0, 2, 3, 3, 3]
+    assert idx[0, -1] == 8
+
+
+def test_family_defaults():
+    stats = unit_stats(6, 2)
+    umaze = hdmi.resolve_config(hdmi.Config(), POINTMAZE, stats)
+    assert (umaze.subgoal_interval, umaze.shortcut_radius, umaze.replan_every) == (16, 0.2, 16)
+    hopper = TaskInfo("hopper-medium-v2", "locomotion", 11, 3)
+    loco = hdmi.resolve_config(hdmi.Config(), hopper, stats)
+    assert (loco.subgoal_interval, loco.shortcut_radius, loco.replan_every) == (4, 0.0, 1)
+    agent = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, stats, "cpu")
+    assert agent.data_spec.horizon == 3 * 4 + 1 and agent.data_spec.kind == "segments"
+
+
+@pytest.mark.parametrize("ddim_steps", [None, 3])
+def test_subgoals_start_goal_and_segment_ends_hold_exactly(ddim_steps):
+    torch.manual_seed(0)
+    agent = hdmi.Agent(
+        hdmi.Config(**TINY, ddim_steps=ddim_steps, replan_every=0),
+        POINTMAZE,
+        unit_stats(6, 2),
+        "cpu",
+    )
+    start, goal = torch.randn(4, 4), torch.randn(4, 2)
+    subgoals = agent.propose_subgoals(start, goal, torch.full((4, 1), 0.9))
+    assert subgoals.shape == (4, 4, 4)
+    torch.testing.assert_close(subgoals[:, 0], start)
+    torch.testing.assert_close(subgoals[:, -1, :2], goal)
+    states = agent.fill(subgoals, 3)
+    assert states.shape == (4, 13, 4)
+    torch.testing.assert_close(states[:, ::4], subgoals)  # every K-th state is a subgoal
+
+
+def test_acting_plans_both_levels_for_all_envs_in_one_pass_each(monkeypatch):
+    torch.manual_seed(0)
+    agent = hdmi.Agent(hdmi.Config(**TINY, replan_every=6), POINTMAZE, unit_stats(6, 2), "cpu")
+    assert agent.segments_needed() == 2
+    shapes = []
+    sample = agent.diffusion.sample
+    monkeypatch.setattr(
+        agent.diffusion, "sample", lambda *a, **k: shapes.append(a[1]) or sample(*a, **k)
+    )
+    agent.reset()
+    obs = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    for _ in range(7):
+        actions = agent.act(obs)
+        assert actions.shape == (5, 2) and np.abs(actions).max() <= 1.0
+    # plans at steps 0 and 6, each: one goal pass, one pass filling 2 segments for 5 envs
+    assert shapes == [(5, 4, 4), (5, 2, 5, 4)] * 2
+
+
+def test_update_returns_detached_scalars_and_state_round_trips():
+    torch.manual_seed(0)
+    source = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    out = source.update(random_batch(POINTMAZE, 13))
+    assert set(out) == {"goal_loss", "trajectory_loss", "inverse_loss"}
+    assert all(v.dim() == 0 and not v.requires_grad for v in out.values())
+    restored = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    restored.load_state_dict(copy.deepcopy(source.state_dict()))
+    results = []
+    for agent in (source, restored):
+        torch.manual_seed(3)
+        loss = agent.update(random_batch(POINTMAZE, 13))["goal_loss"].item()
+        agent.reset()
+        torch.manual_seed(3)
+        results.append((loss, agent.act(np.zeros((2, 6), np.float32))))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -1,0 +1,183 @@
+"""Shared planner pieces: layouts, inpainting constraints, env memories, controller, value."""
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.diffusion import GaussianDiffusion
+from algorithms.common.planning import (
+    Constraints,
+    InverseDynamics,
+    Normalizer,
+    OpenLoopPlans,
+    SegmentValue,
+    StateHistory,
+    StateLayout,
+    best_of,
+    condition,
+    follow_plan,
+    guided,
+    returns_scale,
+    with_inpainting,
+)
+from algorithms.common.schedules import make_betas
+from algorithms.common.unet import TemporalValue
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def stats(obs_dim: int, act_dim: int, **kw) -> DatasetStats:
+    base = {
+        "obs_mean": np.arange(obs_dim, dtype=np.float32),
+        "obs_std": np.full(obs_dim, 2.0, np.float32),
+        "act_mean": np.zeros(act_dim, np.float32),
+        "act_std": np.ones(act_dim, np.float32),
+        "reward_min": 0.0,
+        "reward_max": 1.0,
+        "return_min": 0.0,
+        "return_max": 1.0,
+        "n_transitions": 100,
+        "n_episodes": 2,
+    }
+    return DatasetStats(**{**base, **kw})
+
+
+def test_layout_drops_goal_dims_and_finds_goals():
+    point = StateLayout.from_info(TaskInfo("pointmaze-umaze", "maze", 6, 2, goal_dims=(4, 5)))
+    obs = torch.arange(12.0).reshape(2, 6)
+    assert point.state_idx == (0, 1, 2, 3) and point.is_maze
+    torch.testing.assert_close(point.states(obs), obs[:, :4])
+    torch.testing.assert_close(point.goal(obs), obs[:, 4:])
+    maze2d = StateLayout.from_info(TaskInfo("maze2d-large-v1", "maze", 4, 2))
+    torch.testing.assert_close(maze2d.goal(obs[:, :4]), torch.tensor([[7.0, 9.0]] * 2))
+    hopper = StateLayout.from_info(TaskInfo("hopper-medium-v2", "locomotion", 11, 3))
+    assert hopper.state_dim == 11 and not hopper.is_maze
+    with pytest.raises(ValueError, match="goal"):
+        StateLayout.from_info(TaskInfo("antmaze-umaze-v2", "maze", 29, 8))
+
+
+def test_normalizer_round_trips_and_normalizes_goal_dims():
+    layout = StateLayout.from_info(TaskInfo("pointmaze-umaze", "maze", 6, 2, goal_dims=(4, 5)))
+    norm = Normalizer(stats(6, 2), layout, torch.device("cpu"))
+    s = torch.randn(5, 4)
+    torch.testing.assert_close(norm.unstates(norm.states(s)), s)
+    torch.testing.assert_close(norm.state_dims(s[:, :2], (0, 1)), norm.states(s)[:, :2])
+
+
+def test_returns_scale_matches_decision_diffusers_hand_set_values():
+    hopper = stats(11, 3, reward_max=4.0, return_max=3234.0)
+    assert returns_scale(hopper, 0.99) == pytest.approx(400.0)
+    sparse = stats(6, 2, reward_max=1.0, return_max=1.0)
+    assert returns_scale(sparse, 0.99) == 1.0
+
+
+def test_constraints_fix_entries_and_zero_their_loss_weight():
+    cons = Constraints((2, 3, 5, 4), torch.device("cpu"))
+    cons.fix(0, slice(2, None), torch.ones(2, 1, 2)).fix(-1, [0], torch.full((2, 3, 1), 7.0))
+    x = cons.hook()(torch.zeros(2, 3, 5, 4))
+    assert (x[:, :, 0, 2:] == 1).all() and (x[:, :, -1, 0] == 7).all()
+    assert x.abs().sum() == 2 * 3 * (2 + 7)
+    free = cons.free()
+    assert free.sum() == 2 * 3 * (20 - 3) and free[0, 0, 0, 2] == 0
+    seen = []
+    model = with_inpainting(lambda x, t, c: seen.append(x) or x, cons.hook())
+    model(torch.full((2, 3, 5, 4), 5.0), None, None)
+    assert (seen[0][:, :, 0, 2:] == 1).all() and (seen[0][:, :, 1] == 5).all()
+
+
+def test_condition_helpers_build_empty_base_and_composition():
+    r = torch.rand(4, 1)
+    base, cfg = guided([condition(r), condition(r + 1)], scale=1.5)
+    assert (base["mask"] == 0).all() and cfg.scale == 1.5 and len(cfg.conds) == 2
+    assert (cfg.conds[1]["value"] == r + 1).all() and (cfg.conds[1]["mask"] == 1).all()
+
+
+def test_open_loop_plans_replan_on_age_and_reset():
+    plans = OpenLoopPlans(replan_every=3)
+    assert plans.due(2).all()
+    plans.store(np.array([True, True]), torch.zeros(2, 5, 1))
+    assert not plans.due(2).any()
+    plans.advance()
+    plans.advance()
+    plans.reset(np.array([False, True]))
+    assert plans.due(2).tolist() == [False, True]
+    plans.store(np.array([False, True]), torch.ones(1, 5, 1))
+    assert plans.age.tolist() == [2, 0] and plans.plans[1].eq(1).all()
+    plans.advance()
+    assert plans.due(2).tolist() == [True, False]
+    assert plans.due(3).all()  # a new number of environments starts afresh
+    plans.reset()
+    assert plans.due(2).all()
+    never = OpenLoopPlans(replan_every=0)
+    never.store(np.array([True]), torch.zeros(1, 5, 1))
+    for _ in range(10):
+        never.advance()
+    assert not never.due(1).any()
+
+
+def test_state_history_keeps_the_last_states_and_refills_after_reset():
+    history = StateHistory(3)
+    h = history.push(torch.tensor([[1.0], [10.0]]))
+    assert h[:, :, 0].tolist() == [[1, 1, 1], [10, 10, 10]]
+    history.push(torch.tensor([[2.0], [20.0]]))
+    history.reset(np.array([False, True]))
+    h = history.push(torch.tensor([[3.0], [30.0]]))
+    assert h[:, :, 0].tolist() == [[1, 2, 3], [30, 30, 30]]
+
+
+def test_follow_plan_heads_for_the_next_waypoint_then_stops_at_the_end():
+    plan = torch.zeros(1, 3, 4)
+    plan[0, 1] = torch.tensor([1.0, 0.0, 2.0, 0.0])
+    plan[0, 2] = torch.tensor([2.0, 1.0, 3.0, 3.0])
+    state = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    a = follow_plan(plan, torch.tensor([0]), state)
+    torch.testing.assert_close(a, torch.tensor([[1.0 + 1.0, 0.0]]))
+    past = follow_plan(plan, torch.tensor([5]), state)  # zero target velocity past the end
+    torch.testing.assert_close(past, torch.tensor([[2.0 - 1.0, 1.0]]))
+
+
+def test_best_of_picks_the_highest_score_per_env():
+    plans = torch.arange(2 * 3 * 2.0).reshape(2, 3, 2)
+    torch.testing.assert_close(
+        best_of(plans, torch.tensor([[0.0, 2, 1], [5, 0, 1]])), plans[[0, 1], [1, 0]]
+    )
+
+
+def test_inverse_dynamics_loss_ignores_padded_pairs():
+    torch.manual_seed(0)
+    inv = InverseDynamics(2, 1, 16)
+    states, actions = torch.randn(3, 4, 2), torch.randn(3, 4, 1)
+    mask = torch.ones(3, 4)
+    mask[:, 2:] = 0
+    corrupted = actions.clone()
+    corrupted[:, 0] = 100.0  # pair (0, 1) is the only real one
+    assert inv.loss(states, actions, mask) != inv.loss(states, corrupted, mask)
+    corrupted = actions.clone()
+    corrupted[:, 1:] = 100.0
+    assert inv.loss(states, actions, mask) == inv.loss(states, corrupted, mask)
+
+
+def test_segment_value_learns_returns_of_noisy_segments_and_guides_uphill():
+    """The value of a segment is the sum of its first channel; guidance raises it."""
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(make_betas("cosine", 10), predict_epsilon=False, event_dims=2)
+    value = SegmentValue(TemporalValue(8, 2, dim=8, dim_mults=(1, 2)), 3e-3, 0.9, 0, 1)
+    for _ in range(300):
+        x0 = torch.randn(64, 8, 2)
+        value.update(diffusion, x0, x0[..., 0].sum(-1))
+    x = torch.randn(256, 8, 2)
+    t = torch.zeros(256, dtype=torch.long)
+    pred, truth = value(x, t), x[..., 0].sum(-1)
+    assert torch.corrcoef(torch.stack([pred, truth]))[0, 1] > 0.8
+    guide = value.guide(scale=1.0, n_steps=1, t_stopgrad=0)
+    moved = x + guide.grad_fn(x, t)
+    assert value(moved, t).mean() > value(x, t).mean() + 1.0
+    assert moved[..., 0].sum(-1).mean() > x[..., 0].sum(-1).mean() + 1.0

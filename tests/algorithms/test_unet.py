@@ -1,0 +1,80 @@
+"""Temporal U-Net and temporal value network: shapes for any horizon, conditions, capacity."""
+
+import pytest
+import torch
+
+from algorithms.common.unet import TemporalUnet, TemporalValue
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("horizon", [1, 5, 17, 32, 33])
+@pytest.mark.parametrize("dim_mults", [(1,), (1, 2), (1, 2, 4, 8)])
+def test_unet_keeps_the_shape_for_odd_horizons_and_batch_axes(horizon, dim_mults):
+    torch.manual_seed(0)
+    net = TemporalUnet(transition_dim=7, dim=8, dim_mults=dim_mults)
+    x = torch.randn(3, 2, horizon, 7)
+    t = torch.randint(0, 10, (3, 2))
+    out = net(x, t)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("horizon", [1, 4, 31, 32, 100])
+def test_value_gives_one_number_per_segment(horizon):
+    net = TemporalValue(horizon, transition_dim=5, dim=8, dim_mults=(1, 2, 4))
+    out = net(torch.randn(4, 3, horizon, 5), torch.randint(0, 10, (4, 3)))
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+
+
+def test_unet_output_depends_on_the_step_and_the_kept_condition_only():
+    torch.manual_seed(0)
+    net = TemporalUnet(transition_dim=3, dim=8, dim_mults=(1, 2), cond_dim=2)
+    x = torch.randn(4, 12, 3)
+    t = torch.full((4,), 3)
+    value = torch.randn(4, 2)
+    keep = {"value": value, "mask": torch.ones(4, 2)}
+    assert not torch.allclose(net(x, t, keep), net(x, t + 5, keep))
+    other = {"value": value + 1.0, "mask": torch.ones(4, 2)}
+    assert not torch.allclose(net(x, t, keep), net(x, t, other))
+    # A dropped component is ignored whatever its value: the "empty" condition is one input.
+    half = {"value": value, "mask": torch.tensor([[1.0, 0.0]]).expand(4, 2)}
+    half_other = {"value": value + torch.tensor([0.0, 5.0]), "mask": half["mask"]}
+    torch.testing.assert_close(net(x, t, half), net(x, t, half_other))
+    assert not torch.allclose(net(x, t, half), net(x, t, keep))
+
+
+def fit(net: torch.nn.Module, inputs: tuple, target: torch.Tensor, steps: int, lr: float) -> tuple:
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = (net(*inputs) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
+
+
+def test_unet_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    net = TemporalUnet(transition_dim=4, dim=8, dim_mults=(1, 2))
+    x, t = torch.randn(8, 13, 4), torch.randint(0, 20, (8,))
+    target = torch.randn(8, 13, 4)
+    first, last = fit(net, (x, t), target, steps=120, lr=1e-2)
+    assert last < 0.05 * first
+
+
+def test_value_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    net = TemporalValue(8, transition_dim=4, dim=16, dim_mults=(1, 4))
+    x, t = torch.randn(16, 8, 4), torch.randint(0, 20, (16,))
+    target = torch.randn(16)
+    first, last = fit(net, (x, t), target, steps=100, lr=3e-3)
+    assert last < 0.01 * first
