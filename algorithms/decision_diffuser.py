@@ -10,18 +10,18 @@ observed states are inpainted, and an inverse-dynamics MLP turns planned state p
 Paper vs official code (anuragajay/decision-diffuser, ``config/locomotion_config.py``,
 ``diffuser/models/diffusion.py`` ``GaussianInvDynDiffusion``, ``scripts/evaluate_inv_parallel.py``),
 both kept as data in :data:`PAPER` / :data:`OFFICIAL`; **defaults follow the official code**, the
-one that produced the released numbers:
-- diffusion steps: code 200, paper 100 (appendix); horizon 100 in both;
-- guidance weight w: code 1.2; the paper tunes it per task (1.2 to 1.8, 1.6 typical);
+one that produced the released numbers. Paper values marked (*) are our reading of its appendix
+and could not be re-checked against the PDF here; the code values were read from the repository.
+- diffusion steps: code 200, paper 100 (*); horizon 100 in both;
+- guidance weight w: code 1.2; the paper tunes it per task, 1.6 kept as its value (*);
 - history: code conditions on the current state only (k = 1; see the repository's issue #3,
   "Where is the code for history conditioning proposed in the paper?"); the paper conditions on a
-  context of past states (k = 20 as we read its appendix);
-- inverse dynamics: code 2 x 256 ReLU, paper 2 x 512;
+  context of past states, k = 20 (*);
+- inverse dynamics: code 2 x 256 ReLU, paper 2 x 512 (*);
 - shared by both: condition dropout 0.25, epsilon prediction, U-Net dim 128 with mults (1, 4, 8),
   cosine schedule, low-temperature sampling (noise x 0.5), target return 0.9 (normalized),
   discount 0.99, Adam 2e-4, batch 32 x 2 accumulation (here one batch of 64), EMA 0.995 (start
   2000, every 10), loss ``(diffusion + inverse dynamics) / 2`` with one optimizer.
-The values marked "as we read" could not be re-checked against the PDF here.
 Differences from the official code and why:
 - returns are scaled by ``min(reward_max / (1 - discount), return_max)`` (see
   :func:`algorithms.common.planning.returns_scale`), which reproduces the hand-set

@@ -23,7 +23,8 @@ extraction and the transformer goal diffuser; everything below is our choice whe
   embeddings as two extra tokens; returns-to-go scaled as Decision Diffuser's (see
   :func:`algorithms.common.planning.returns_scale`), dropped with probability 0.25, guidance
   weight 1.2, target return 0.9, temperature 0.5 (Decision Diffuser's official values);
-- the trajectory diffuser: a temporal U-Net over ``K + 1`` states, conditioned on its two
+- the trajectory diffuser: a temporal U-Net (dim 32, mults (1, 2, 4)) over ``K + 1`` states,
+  conditioned on its two
   subgoals by inpainting both ends (as Diffuser conditions on start and goal), trained on random
   real ``K + 1``-step chunks of the window; the segments of one plan are denoised in one batch;
 - actions from Decision Diffuser's inverse-dynamics MLP between the current state and the next
@@ -32,7 +33,10 @@ extraction and the transformer goal diffuser; everything below is our choice whe
 - T = 200 cosine steps for both diffusers, epsilon prediction, Adam 2e-4 on the sum of the three
   losses, batch 64, EMA 0.995 (start 2000, every 10), as Decision Diffuser's code;
 - replanning: every step on locomotion, every ``K`` steps (each time a subgoal is due) on mazes;
-  only the segments the agent executes before its next plan are filled in.
+  only the segments the agent executes before its next plan are filled in;
+- as in the suite's Decision Diffuser: states z-scored with the dataset statistics, predicted x0
+  clamped to +-5 z-scores, ``pointmaze-*`` goal dims not diffused, and on mazes a padded step
+  (past an episode's end) is the point at rest where the episode ended.
 """
 
 from __future__ import annotations
@@ -160,13 +164,12 @@ def shortcut_subgoals(points: Tensor, n_subgoals: int, interval: int, radius: fl
         cand = torch.where(near[:, :j, j], hops[:, :j] + 1, inf)
         hops[:, j], pred[:, j] = cand.min(dim=1)
     total = hops[:, -1]
-    nodes = torch.zeros((batch, length), dtype=torch.long, device=points.device)
+    nodes = torch.zeros((batch, length + 1), dtype=torch.long, device=points.device)
     node = torch.full((batch,), length - 1, dtype=torch.long, device=points.device)
     rows = torch.arange(batch, device=points.device)
-    for back in range(length):
+    for back in range(length):  # walk back from the end; hops before the start go to a spare column
         hop = total - back
-        valid = hop >= 0
-        nodes[rows[valid], hop[valid]] = node[valid]
+        nodes[rows, torch.where(hop >= 0, hop, length)] = node
         node = pred[rows, node]
     wanted = torch.arange(n_subgoals + 1, device=points.device) * interval
     return nodes.gather(1, torch.minimum(wanted[None, :], total[:, None]))

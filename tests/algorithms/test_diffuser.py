@@ -140,7 +140,7 @@ def toy_agent() -> diffuser.Agent:
     torch.manual_seed(0)
     agent = diffuser.Agent(cfg, info, unit_stats(1, 1), "cpu")
     g = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    for _ in range(200):
         agent.update(line_batch(32, 8, g, cfg.value_discount))
     return agent
 
