@@ -46,6 +46,7 @@ Differences and why:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,10 +54,11 @@ import torch
 from torch import Tensor
 
 from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
-from algorithms.common.diffusion import GaussianDiffusion
+from algorithms.common.diffusion import ClassifierGuidance, GaussianDiffusion
 from algorithms.common.nets import EMA
 from algorithms.common.planning import (
     MAZE_POSITION,
+    BarrierMonitor,
     Constraints,
     Normalizer,
     OpenLoopPlans,
@@ -215,6 +217,7 @@ class Agent:
                 net.to(self.device), cfg.value_lr, cfg.ema_decay, cfg.ema_start, cfg.ema_every
             )
         self.plans = OpenLoopPlans(cfg.replan_every)
+        self.monitor = BarrierMonitor(info.barriers, self.layout, info.obs_dim)
         self.step = 0
 
     # -- data layout -------------------------------------------------------------------------
@@ -268,21 +271,38 @@ class Agent:
             goal = self.norm.state_dims(self.layout.goal(obs), MAZE_POSITION).unsqueeze(1)
         shape = (n, cfg.n_plans, cfg.horizon, self.transition_dim)
         cons = self.constraints(shape, start, goal)
-        guide = None
-        if self.value is not None and cfg.guide_scale > 0:
-            guide = self.value.guide(cfg.guide_scale, cfg.n_guide_steps, cfg.t_stopgrad)
         x = self.diffusion.sample(
             self.ema.model,
             shape,
             ddim_steps=cfg.ddim_steps,
             eta=cfg.ddim_eta,
-            guidance=guide,
+            guidance=self.guidance(),
+            projection=self.projection(),
             inpaint=cons.hook(),
         )
-        if self.value is None or cfg.n_plans == 1:
+        return self.rank(x)
+
+    # Hooks of the sampler and the ranking, which the safe variants (SafeDiffuser, TREBI) replace.
+
+    def guidance(self) -> ClassifierGuidance | None:
+        """Value-gradient guidance when guided (Diffuser's ``n_step_guided_p_sample``)."""
+        if self.value is None or self.cfg.guide_scale <= 0:
+            return None
+        return self.value.guide(self.cfg.guide_scale, self.cfg.n_guide_steps, self.cfg.t_stopgrad)
+
+    def projection(self) -> Callable[[Tensor, Tensor, int], Tensor] | None:
+        """Plain Diffuser edits no denoising step."""
+        return None
+
+    def rank(self, x: Tensor) -> Tensor:
+        """The plan each environment follows among its candidates ``[n, P, H, C]``."""
+        if self.value is None or self.cfg.n_plans == 1:
             return x[:, 0]
-        scores = self.value(x, torch.zeros(x.shape[:2], dtype=torch.long, device=self.device))
-        return best_of(x, scores)
+        return best_of(x, self.plan_values(x))
+
+    def plan_values(self, x: Tensor) -> Tensor:
+        """EMA value of finished plans ``[n, P, H, C] -> [n, P]`` (diffusion step 0)."""
+        return self.value(x, torch.zeros(x.shape[:2], dtype=torch.long, device=self.device))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -290,7 +310,9 @@ class Agent:
         obs_t = to_tensor(obs, self.device)
         due = self.plans.due(len(obs_t))
         if due.any():
-            self.plans.store(due, self.plan(obs_t[torch.as_tensor(due, device=self.device)]))
+            plan = self.plan(obs_t[torch.as_tensor(due, device=self.device)])
+            self.monitor.observe(self.norm.unstates(plan[..., self.act_dim :]))
+            self.plans.store(due, plan)
         plans, age = self.plans.plans, self.plans.age
         if self.cfg.controller == "pd":
             states = self.norm.unstates(plans[..., self.act_dim :])
@@ -305,6 +327,12 @@ class Agent:
     def reset(self, done: np.ndarray | None = None) -> None:
         """Drop the open-loop plans of the environments flagged in ``done`` (all when None)."""
         self.plans.reset(done)
+        if done is None:
+            self.monitor.clear()
+
+    def planned_barrier_min(self) -> float | None:
+        """Smallest barrier value over the executed plans since the last full reset."""
+        return self.monitor.minimum
 
     def state_dict(self) -> dict:
         return {

@@ -81,7 +81,8 @@ class SegmentSampler:
     A window may start at any step of an episode; steps past the episode's end repeat its last
     step and carry ``mask = 0`` (Diffuser pads the same way, with zeros instead of repeats).
     Each batch holds ``[B, H, ...]`` for the transition fields, the extras, ``returns_to_go``
-    (discounted, from each step to its episode's end) and ``mask``.
+    (discounted, from each step to its episode's end), ``costs_to_go`` when ``costs`` is an extra,
+    and ``mask``.
     """
 
     def __init__(self, dataset: Dataset, spec: DataSpec, device: torch.device, seed: int):
@@ -92,6 +93,10 @@ class SegmentSampler:
         arrays = dict(dataset.arrays)
         arrays["returns_to_go"] = discounted_returns_to_go(arrays["rewards"], ends, spec.discount)
         fields = (*TRANSITION_FIELDS, *spec.extra, "returns_to_go")
+        if "costs" in spec.extra:
+            gamma = spec.discount if spec.cost_discount is None else spec.cost_discount
+            arrays["costs_to_go"] = discounted_returns_to_go(arrays["costs"], ends, gamma)
+            fields += ("costs_to_go",)
         self.tensors = {f: _to_device(arrays[f], device) for f in fields}
         self.n = len(dataset)
         self.batch_size = spec.batch_size

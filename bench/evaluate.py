@@ -1,4 +1,11 @@
-"""Vectorized evaluation: every episode of an evaluation runs in parallel, one ``act`` per step."""
+"""Vectorized evaluation: every episode of an evaluation runs in parallel, one ``act`` per step.
+
+On safe tasks (``spec.safety``) it also measures constraint satisfaction as carefully as return:
+each episode's cumulative cost (from the env's ``info["cost"]``, discounted by the task's
+``cost_discount``), the share of episodes over the budget, the smallest barrier value over every
+executed state, and over every planned state for agents that report it
+(``planned_barrier_min()``). Agents with ``observe_cost(costs)`` get each step's costs.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import numpy as np
 
 from algorithms.common.contract import Agent
 from tasks.envs import make_vector_env
+from tasks.safety import barrier_values
 from tasks.spec import TaskSpec, normalized_score
 
 
@@ -26,6 +34,10 @@ class EvalResult:
     successes: np.ndarray | None  # per-episode success where the task defines it
     decisions: int  # environment decisions taken (envs x steps while active)
     act_seconds: float
+    costs: np.ndarray | None = None  # per-episode discounted cumulative cost (safe tasks)
+    budget: float | None = None
+    barrier_min_executed: float | None = None
+    barrier_min_planned: float | None = None
 
     def summary(self) -> dict:
         """JSON-ready summary: per-episode lists, their means and stds, and task metrics."""
@@ -41,6 +53,18 @@ class EvalResult:
         }
         if self.successes is not None:
             out["success_rate"] = float(self.successes.mean())
+        if self.costs is not None:
+            out.update(
+                costs=self.costs.round(4).tolist(),
+                cost_mean=float(self.costs.mean()),
+                cost_std=float(self.costs.std()),
+                cost_budget=self.budget,
+            )
+            if self.budget is not None:
+                out["over_budget_rate"] = float((self.costs > self.budget + 1e-9).mean())
+        for key in ("barrier_min_executed", "barrier_min_planned"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -52,16 +76,46 @@ def _success_flags(info: dict, key: str | None, n: int) -> np.ndarray:
     return np.asarray(info[key], dtype=bool) & np.asarray(present, dtype=bool)
 
 
-def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int) -> tuple:
-    """Run one episode in each of ``n_envs`` envs; returns returns, lengths, successes, timing."""
+@dataclass
+class _Wave:
+    """What one wave of parallel episodes produced."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    successes: np.ndarray
+    costs: np.ndarray
+    barrier_min: float
+    decisions: int
+    act_seconds: float
+
+
+def _barrier_min(spec: TaskSpec, obs: np.ndarray, which: np.ndarray) -> float:
+    """Smallest barrier value over the rows ``which`` of ``obs`` (inf without constraints)."""
+    if spec.safety is None or not spec.safety.barriers or not which.any():
+        return float("inf")
+    return float(barrier_values(spec.safety.barriers, np.asarray(obs)[which]).min())
+
+
+def _step_costs(info: dict, n: int) -> np.ndarray:
+    """The per-env ``info["cost"]`` of a vector-env step (0 where absent)."""
+    if "cost" not in info:
+        return np.zeros(n)
+    return np.where(info.get("_cost", np.ones(n, dtype=bool)), info["cost"], 0.0)
+
+
+def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int) -> _Wave:
+    """Run one episode in each of ``n_envs`` envs."""
     envs = make_vector_env(spec, n_envs)
+    discount = spec.safety.cost_discount if spec.safety is not None else 1.0
+    observe_cost = getattr(agent, "observe_cost", None)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(n_envs)])
         agent.reset()
         active = np.ones(n_envs, dtype=bool)
-        returns = np.zeros(n_envs)
+        returns, costs = np.zeros(n_envs), np.zeros(n_envs)
         lengths = np.zeros(n_envs, dtype=np.int64)
         success = np.zeros(n_envs, dtype=bool)
+        barrier_min = _barrier_min(spec, obs, active)
         decisions, act_seconds = 0, 0.0
         while active.any():
             t0 = time.perf_counter()
@@ -71,13 +125,18 @@ def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int) -> tuple:
             if not np.all(np.isfinite(actions)):
                 raise DivergenceError("the agent produced a non-finite action")
             obs, reward, terminated, truncated, info = envs.step(actions)
+            step_cost = np.where(active, _step_costs(info, n_envs), 0.0)
+            if observe_cost is not None:
+                observe_cost(step_cost)
             returns += np.where(active, reward, 0.0)
+            costs += step_cost * discount**lengths
+            barrier_min = min(barrier_min, _barrier_min(spec, obs, active))
             lengths += active
             success |= active & _success_flags(info, spec.success_key, n_envs)
             active &= ~(np.asarray(terminated) | np.asarray(truncated))
     finally:
         envs.close()
-    return returns, lengths, success, decisions, act_seconds
+    return _Wave(returns, lengths, success, costs, barrier_min, decisions, act_seconds)
 
 
 def evaluate(
@@ -88,22 +147,33 @@ def evaluate(
     ref_min: float,
     ref_max: float,
     max_envs: int = 50,
+    budget: float | None = None,
 ) -> EvalResult:
     """Evaluate ``agent`` on ``episodes`` episodes, at most ``max_envs`` at a time.
 
     Episode ``i`` resets its env with seed ``seed + i``, so an evaluation is reproducible and two
-    runs that share a seed see the same start states.
+    runs that share a seed see the same start states. ``budget``: a safe task's episode cost
+    budget, against which the share of episodes over budget is counted.
     """
-    parts = []
+    waves = []
+    planned = []
+    report_planned = getattr(agent, "planned_barrier_min", None)
     for first in range(0, episodes, max_envs):
-        n = min(max_envs, episodes - first)
-        parts.append(_run_wave(agent, spec, n, seed + first))
-    returns = np.concatenate([p[0] for p in parts])
+        waves.append(_run_wave(agent, spec, min(max_envs, episodes - first), seed + first))
+        if report_planned is not None and report_planned() is not None:
+            planned.append(report_planned())
+    returns = np.concatenate([w.returns for w in waves])
+    safe = spec.safety is not None
+    executed = min(w.barrier_min for w in waves)
     return EvalResult(
         returns=returns,
-        lengths=np.concatenate([p[1] for p in parts]),
+        lengths=np.concatenate([w.lengths for w in waves]),
         normalized=normalized_score(returns, ref_min, ref_max),
-        successes=np.concatenate([p[2] for p in parts]) if spec.success_key else None,
-        decisions=sum(p[3] for p in parts),
-        act_seconds=sum(p[4] for p in parts),
+        successes=np.concatenate([w.successes for w in waves]) if spec.success_key else None,
+        decisions=sum(w.decisions for w in waves),
+        act_seconds=sum(w.act_seconds for w in waves),
+        costs=np.concatenate([w.costs for w in waves]) if safe else None,
+        budget=budget,
+        barrier_min_executed=executed if np.isfinite(executed) else None,
+        barrier_min_planned=min(planned) if planned else None,
     )

@@ -55,6 +55,9 @@ def main(cfg: DictConfig) -> None:
         spec = get_task(cfg.task)
     except UnknownTaskError as e:
         sys.exit(f"bench.forge: {e}")
+    if spec.dataset_task is not None:
+        print(f"{spec.task_id} trains on the dataset of {spec.dataset_task}; forging that")
+        spec = get_task(spec.dataset_task)
     scale, seed = float(cfg.data.scale), int(cfg.seed)
     force = bool(cfg.force)
     if cfg.forge.retrain:

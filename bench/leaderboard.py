@@ -5,7 +5,9 @@ Reads every run record under ``--results`` and writes to ``--out``:
 - ``leaderboard.md`` / ``leaderboard.tex``: the final normalized score (the primary score) per
   task and algorithm as mean ± std over seeds with the seed count; the aggregate interquartile
   mean with 95% stratified-bootstrap CIs; our score beside the papers' (with their sources); the
-  best score during training in its own table, labelled optimistic; failed and incomplete runs,
+  best score during training in its own table, labelled optimistic; on safe tasks, return and
+  constraint satisfaction side by side (cost, budget, share of episodes over it, smallest barrier
+  value over executed and planned states); failed and incomplete runs,
   corrupt records and sweep jobs that died without a record, each with its reason.
 - CSV: ``final_scores.csv``, ``best_scores.csv``, ``aggregate.csv``, ``paper_comparison.csv``,
   ``failures.csv`` (the tables above), ``scores.csv`` (every statistic, numeric) and
@@ -216,6 +218,57 @@ def failure_table(
     columns = [*SECTION_COLUMNS, "task", "algo", "seed", "status", "reason", "run / record"]
     note = "Runs listed here enter no statistic; rerunning resumes incomplete runs from their checkpoint."
     return Table("failures", "Failed and incomplete runs", columns, rows, note)
+
+
+SAFETY_KEYS = ("cost_mean", "over_budget_rate", "barrier_min_executed", "barrier_min_planned")
+
+
+def safety_runs(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Scored runs of safe tasks with their final safety metrics (one row per run)."""
+    by_path = {p: rec for p, rec in zip(records["path"], records["record"], strict=True)}
+    rows = []
+    for _, r in runs.iterrows():
+        rec = by_path[r["path"]]
+        final = rec.get("final") or {}
+        if rec.get("safety") is None or "cost_mean" not in final:
+            continue
+        metrics = {k: final.get(k, np.nan) for k in SAFETY_KEYS}
+        metrics = {k: np.nan if v is None else float(v) for k, v in metrics.items()}
+        rows.append({**r.to_dict(), **metrics, "cost_budget": rec["safety"]["budget"]})
+    return pd.DataFrame(rows)
+
+
+def safety_table(safe: pd.DataFrame) -> Table:
+    """Return and constraint satisfaction side by side, per (data, budget, task, algo, config)."""
+    rows = []
+    if len(safe):
+        keys = [*stats.GROUP_KEYS, "cost_budget"]
+        for _, g in safe.groupby(keys, sort=True):
+            r, n = g.iloc[0], len(g)
+            score = mean_std_cell(g["final_score"].mean(), g["final_score"].std(), n)
+            cost = mean_std_cell(g["cost_mean"].mean(), g["cost_mean"].std(), n)
+            rows.append(
+                [
+                    *section_cells(r),
+                    r["task"],
+                    r["entry"],
+                    score,
+                    cost,
+                    num(r["cost_budget"], 2),
+                    num(100 * g["over_budget_rate"].mean(), 0),
+                    num(g["barrier_min_executed"].min(), 3),
+                    num(g["barrier_min_planned"].min(), 3),
+                ]
+            )
+    columns = [*SECTION_COLUMNS, "task", "algo", "normalized score", "episode cost", "budget"]
+    columns += ["% episodes over budget", "min b (executed)", "min b (planned)"]
+    note = (
+        "Episode cost: cumulative (discounted where the task says) cost per episode, mean over "
+        "seeds of each run's mean. Min b: the smallest barrier value over every executed / "
+        "planned state of every seed (b >= 0 satisfies the state constraint); a dash where the "
+        "task has no state constraint or the agent does not plan."
+    )
+    return Table("safety", "Safe tasks: return and constraint satisfaction", columns, rows, note)
 
 
 def relative_to(path: str, root: Path) -> str:
@@ -532,6 +585,7 @@ def build(results: Path, out: Path, plots: bool = True, paper_path: Path = PAPER
             "OPTIMISTIC: the best periodic evaluation of each run, chosen on the evaluation "
             "episodes themselves; not a fair score. Report the final score.",
         ),
+        safety_table(safety_runs(records, runs)),
         failure_table(df, problems, unrecorded_jobs(results), results),
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from bench.evaluate import DivergenceError, EvalResult, evaluate
 from bench.records import RECORD_FILE, SCHEMA_VERSION, read_record, write_json_atomic
 from tasks.envs import make_env
 from tasks.registry import get_task
+from tasks.safety import resolve_budget
 from tasks.sources import load_dataset
 from tasks.spec import Dataset, DatasetFormatError, DatasetNotFoundError, TaskSpec, UnknownTaskError
 
@@ -63,8 +64,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def config_hash(cfg: dict, algo: str, params: dict) -> str:
-    """Short hash of everything that changes what a run computes (not its seed or paths)."""
+    """Short hash of everything that changes what a run computes (not its seed or paths).
+
+    Unset safety overrides change nothing, so they stay out of the hash (older runs keep theirs).
+    """
     keyed = {k: v for k, v in cfg.items() if k not in UNHASHED_KEYS}
+    if not any((keyed.get("safety") or {}).values()):
+        keyed.pop("safety", None)
     blob = json.dumps({"algo": algo, "params": params, **keyed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -75,12 +81,16 @@ def run_directory(cfg: dict, algo: str, params: dict) -> Path:
     return Path(cfg["results_dir"]) / cfg["task"] / algo / name
 
 
-def task_info(spec: TaskSpec, dataset: Dataset) -> TaskInfo:
-    """What the agent may know about the task, read off its environment and data."""
+def task_info(spec: TaskSpec, dataset: Dataset, safety: dict | None = None) -> TaskInfo:
+    """What the agent may know about the task, read off its environment and data.
+
+    On a safe task the cost budget is resolved here (``safety.budget`` / ``safety.budget_ratio``
+    override the task's, see :func:`tasks.safety.resolve_budget`).
+    """
     env = make_env(spec)
     try:
         space = env.action_space
-        return TaskInfo(
+        info = TaskInfo(
             task_id=spec.task_id,
             kind=spec.kind,
             obs_dim=int(dataset.arrays["observations"].shape[-1]),
@@ -92,6 +102,41 @@ def task_info(spec: TaskSpec, dataset: Dataset) -> TaskInfo:
         )
     finally:
         env.close()
+    if spec.safety is None:
+        return info
+    budget, _ = safety_budget(spec, dataset, safety or {})
+    return dataclasses.replace(
+        info,
+        cost_budget=budget,
+        cost_discount=spec.safety.cost_discount,
+        barriers=spec.safety.barriers,
+    )
+
+
+def safety_budget(spec: TaskSpec, dataset: Dataset, overrides: dict) -> tuple[float, dict]:
+    """A safe task's episode cost budget and how it was set."""
+    return resolve_budget(
+        spec.safety,
+        dataset.arrays["costs"],
+        dataset.episode_ends(),
+        dataset.provenance.source,
+        budget=overrides.get("budget"),
+        budget_ratio=overrides.get("budget_ratio"),
+    )
+
+
+def safety_record(spec: TaskSpec, dataset: Dataset, overrides: dict) -> dict | None:
+    """The record's description of a safe task: cost signal, budget and its rule, constraints."""
+    if spec.safety is None:
+        return None
+    budget, rule = safety_budget(spec, dataset, overrides)
+    return {
+        "cost": spec.safety.cost,
+        "cost_discount": spec.safety.cost_discount,
+        "budget": budget,
+        **rule,
+        "barriers": [repr(b) for b in spec.safety.barriers],
+    }
 
 
 def build_agent(module, algo_cfg: DictConfig, info: TaskInfo, dataset: Dataset, device, steps: int):
@@ -179,6 +224,7 @@ class Trainer:
                 "max": dataset.ref_max_score,
                 "origin": "d4rl" if spec.ref_min_score is not None else "dataset",
             },
+            "safety": safety_record(spec, dataset, self.cfg.get("safety") or {}),
             "final": None,
             "best": None,
             "curve": [],
@@ -230,6 +276,7 @@ class Trainer:
             ref_min=dataset.ref_min_score,
             ref_max=dataset.ref_max_score,
             max_envs=self.cfg["eval"]["max_envs"],
+            budget=self.record["safety"]["budget"] if self.record.get("safety") else None,
         )
 
     def periodic_eval(self, agent, spec, dataset, step: int) -> None:
@@ -308,7 +355,7 @@ class Trainer:
         (self.dir / "config.yaml").write_text(OmegaConf.to_yaml({"algo": self.algo_cfg, **cfg}))
         torch.manual_seed(cfg["seed"])
         np.random.seed(cfg["seed"])
-        info = task_info(spec, dataset)
+        info = task_info(spec, dataset, cfg.get("safety"))
         agent = build_agent(
             algorithms.load(self.algo),
             self.algo_cfg,
@@ -362,6 +409,11 @@ def report(record: dict, path: Path) -> None:
     line += f" (return {final['return_mean']:.1f}, {final['episodes']} episodes)"
     if "success_rate" in final:
         line += f", success {100 * final['success_rate']:.0f}%"
+    if "cost_mean" in final:
+        line += f", cost {final['cost_mean']:.2f} (budget {final['cost_budget']:.2f}"
+        line += f", {100 * final['over_budget_rate']:.0f}% of episodes over)"
+    if "barrier_min_executed" in final:
+        line += f", min barrier {final['barrier_min_executed']:.3f}"
     console.print(line)
     console.print(f"record: {path}")
 

@@ -39,6 +39,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium_robotics.envs.maze import maps
 from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
 
+from tasks.safety import CostWrapper
 from tasks.spec import TaskSpec
 
 gym.register_envs(gymnasium_robotics)
@@ -178,7 +179,8 @@ def make_env(spec: TaskSpec) -> gym.Env:
         disable_env_checker=True,
         **spec.env_kwargs,
     )
-    return FlatFloat32Observation(env, spec.obs_keys)
+    env = FlatFloat32Observation(env, spec.obs_keys)
+    return env if spec.safety is None else CostWrapper(env, spec.safety)
 
 
 def make_vector_env(spec: TaskSpec, n_envs: int) -> gym.vector.VectorEnv:

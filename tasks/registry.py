@@ -10,6 +10,14 @@ Families:
 * ``pointmaze-{umaze,medium,large}``: Minari's goal-conditioned point mazes (the protocol of
   ``D4RL/pointmaze/*-v2``), forged locally; observation ``[x, y, vx, vy, goal_x, goal_y]``.
 * ``toy-bandit``: the 2-D bandit of :mod:`tasks.toy`.
+* Safe tasks (:mod:`tasks.safety`), each on another task's dataset with costs added:
+  ``velocity-{hopper,walker2d,halfcheetah}-{medium,medium-replay,medium-expert}-v2`` (TREBI: cost
+  ``|x-velocity|``, budget on the 0.997-discounted cost, TREBI's ``MAX_COST_THRESHOLD`` as the
+  reference for D4RL files); ``ceiling-{hopper,walker2d}-{medium,medium-expert}-v2`` (SafeDiffuser:
+  torso height under a ceiling); ``obstacles-maze2d-large-v1`` / ``obstacles-pointmaze-large``
+  (SafeDiffuser's circle and super-ellipse); ``obstacles-pointmaze-umaze`` (ours: one disc in the
+  U's bend, a cheap task for tests); and ``safe-pendulum`` / ``safe-reacher``, forged by TREBI's
+  protocol (a SAC replay buffer) on Saute RL's safe pendulum and reacher.
 
 Sources: D4RL file names follow D4RL's download URLs (``gym_mujoco_v2/hopper_medium_replay-v2.hdf5``,
 ``maze2d/maze2d-umaze-sparse-v1.hdf5``); Minari ids are given where Minari publishes an equivalent
@@ -18,6 +26,9 @@ dataset (Minari's ``mujoco/*`` datasets only have ``medium`` and ``expert`` leve
 
 from __future__ import annotations
 
+import dataclasses
+
+from tasks.safety import Ceiling, Safety, SuperEllipse
 from tasks.spec import TaskSpec, UnknownTaskError
 
 LOCOMOTION_LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
@@ -157,10 +168,93 @@ def _toy_specs() -> list[TaskSpec]:
     ]
 
 
-_TASKS: dict[str, TaskSpec] = {
+# TREBI's MAX_COST_THRESHOLD (``cost.py``): the reference cost of the D4RL datasets.
+TREBI_MAX_COST = {
+    "hopper-medium-v2": 129.940,
+    "walker2d-medium-v2": 159.512,
+    "halfcheetah-medium-v2": 414.008,
+    "hopper-medium-replay-v2": 139.884,
+    "walker2d-medium-replay-v2": 160.251,
+    "halfcheetah-medium-replay-v2": 384.375,
+    "hopper-medium-expert-v2": 168.918,
+    "walker2d-medium-expert-v2": 234.076,
+    "halfcheetah-medium-expert-v2": 730.746,
+}
+TREBI_COST_DISCOUNT = 0.997  # config/locomotion.py: discount, with test_cost_with_discount=True
+
+# SafeDiffuser's maze2d-large obstacles (diffuser/models/diffusion.py, ``invariance``), D4RL frame:
+# a unit circle at (4.5, 5.3) and a unit super-ellipse (power 4) at (1.5, 4.8).
+MAZE2D_LARGE_OBSTACLES = (
+    SuperEllipse(dims=(0, 1), center=(4.5, 5.3), radii=(1.0, 1.0), power=2),
+    SuperEllipse(dims=(0, 1), center=(1.5, 4.8), radii=(1.0, 1.0), power=4),
+)
+# The same obstacles in gymnasium-robotics' frame of the large map (x = b - 5.3, y = 3.8 - a).
+POINTMAZE_LARGE_OBSTACLES = (
+    SuperEllipse(dims=(0, 1), center=(0.0, -0.7), radii=(1.0, 1.0), power=2),
+    SuperEllipse(dims=(0, 1), center=(-0.5, 2.3), radii=(1.0, 1.0), power=4),
+)
+# Ours: a disc of radius 0.3 at the centre of the U-maze's bend cell (row 2, column 3).
+POINTMAZE_UMAZE_OBSTACLES = (SuperEllipse(dims=(0, 1), center=(1.0, 0.0), radii=(0.3, 0.3)),)
+# Torso height (observation dim 0 = rootz) ceilings. The paper's values are not in its public
+# maze2d code; these are ours, above the standing height 1.25 that hopping and walking exceed.
+TORSO_CEILING = {"hopper": 1.6, "walker2d": 1.5}
+
+
+def _derived(base: TaskSpec, task_id: str, safety: Safety) -> TaskSpec:
+    return dataclasses.replace(base, task_id=task_id, safety=safety, dataset_task=base.task_id)
+
+
+def _safe_specs(base: dict[str, TaskSpec]) -> list[TaskSpec]:
+    specs = []
+    for data_id, reference in TREBI_MAX_COST.items():
+        env = data_id.split("-")[0]
+        safety = Safety(
+            cost="velocity",
+            reference_cost=reference,
+            cost_discount=TREBI_COST_DISCOUNT,
+            env=env,
+        )
+        specs.append(_derived(base[data_id], f"velocity-{data_id}", safety))
+    for env, limit in TORSO_CEILING.items():
+        for level in ("medium", "medium-expert"):
+            safety = Safety(cost="barrier", budget=0.0, barriers=(Ceiling(dim=0, limit=limit),))
+            data_id = f"{env}-{level}-v2"
+            specs.append(_derived(base[data_id], f"ceiling-{data_id}", safety))
+    for data_id, obstacles in (
+        ("maze2d-large-v1", MAZE2D_LARGE_OBSTACLES),
+        ("pointmaze-large", POINTMAZE_LARGE_OBSTACLES),
+        ("pointmaze-umaze", POINTMAZE_UMAZE_OBSTACLES),
+    ):
+        safety = Safety(cost="barrier", budget=0.0, barriers=obstacles)
+        specs.append(_derived(base[data_id], f"obstacles-{data_id}", safety))
+    specs += [
+        TaskSpec(
+            task_id="safe-pendulum",
+            kind="safe",
+            env_id="diffrl/SafePendulum-v0",
+            max_episode_steps=200,
+            forge="safe_control",
+            forge_params={"system": "pendulum"},
+            safety=Safety(cost="pendulum-band"),
+        ),
+        TaskSpec(
+            task_id="safe-reacher",
+            kind="safe",
+            env_id="diffrl/SafeReacher-v0",
+            max_episode_steps=50,
+            forge="safe_control",
+            forge_params={"system": "reacher"},
+            safety=Safety(cost="reacher-region"),
+        ),
+    ]
+    return specs
+
+
+_BASE: dict[str, TaskSpec] = {
     spec.task_id: spec
     for spec in _locomotion_specs() + _maze2d_specs() + _pointmaze_specs() + _toy_specs()
 }
+_TASKS: dict[str, TaskSpec] = {**_BASE, **{s.task_id: s for s in _safe_specs(_BASE)}}
 
 
 def list_tasks() -> list[str]:

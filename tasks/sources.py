@@ -12,6 +12,10 @@ Reference scores are the spec's constants when it has them, else the ones stored
 (forge attributes, Minari metadata). Provenance carries the file's sha256; hashes are cached in
 ``$DIFFRL_DATA_DIR/.sha256`` keyed by path, size and mtime, so a 1 GB file is hashed once.
 
+A safe task (``spec.safety``) gets a ``costs`` array labelled from its transitions by
+:func:`tasks.safety.dataset_costs`; one derived from another task (``spec.dataset_task``) reads
+and forges that task's data.
+
 Minari data for ``maze2d-*-v1`` (``D4RL/pointmaze/*-v2``, gymnasium-robotics frame) is converted
 to D4RL's maze2d layout by :func:`tasks.envs.maze2d_from_pointmaze`.
 """
@@ -30,6 +34,7 @@ from tasks.envs import MAZE2D_ENV_ID, maze2d_from_pointmaze
 from tasks.forge import data_root, forge, forge_available, forged_path
 from tasks.hdf5 import read_d4rl_hdf5, read_hdf5_attrs, validate_arrays
 from tasks.minari_io import minari_dataset_dir, minari_dataset_exists, read_minari
+from tasks.safety import dataset_costs
 from tasks.spec import (
     Dataset,
     DatasetFormatError,
@@ -67,6 +72,9 @@ def load_dataset(
         dataset = _load_forged(spec, scale, forge_seed)
     if dataset is None:
         raise DatasetNotFoundError(not_found_message(spec, source, scale, forge_seed))
+    if spec.safety is not None:
+        costs = dataset_costs(spec.safety, dataset.arrays, dataset.episode_ends())
+        dataset.arrays["costs"] = costs
     if verbose:
         p = dataset.provenance
         print(

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.safety import Safety
+
 REQUIRED_FIELDS = (
     "observations",
     "actions",
@@ -59,6 +61,13 @@ class TaskSpec:
     cheap_forge: bool = False  # forged automatically on first use
     goal_dims: tuple[int, ...] = ()
     success_key: str | None = None  # info key that marks success (mazes)
+    safety: Safety | None = None  # cost signal, budget and state constraints of a safe task
+    dataset_task: str | None = None  # a safe task shares this task's dataset (costs added)
+
+    @property
+    def data_id(self) -> str:
+        """The task id whose dataset this task trains on."""
+        return self.dataset_task or self.task_id
 
 
 @dataclass(frozen=True)

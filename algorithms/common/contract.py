@@ -13,6 +13,11 @@ The harness builds an agent as ``module.Agent(cfg, info, stats, device)`` where 
 * ``agent.state_dict()`` / ``agent.load_state_dict(sd)``: everything needed to resume training
   (networks, EMA copies, optimizers, step counters).
 
+Safe agents may also define ``observe_cost(costs)``, called by the evaluator after every env step
+with that step's per-environment costs ``[n_envs]`` (TREBI spends its budget with them), and
+``planned_barrier_min() -> float | None``, the smallest barrier value over every state the agent
+planned since its last full ``reset()`` (the evaluator records it beside the executed states').
+
 The agent declares the data it trains on with ``data_spec`` (a :class:`DataSpec`); the harness
 builds the matching sampler. Algorithms import nothing from ``bench``.
 """
@@ -40,8 +45,14 @@ class TaskInfo:
     action_high: float = 1.0
     max_episode_steps: int = 1000
     goal_dims: tuple[int, ...] = ()  # indices of the observation that hold the goal, if any
-    cost_budget: float | None = None
     n_agents: int = 1
+    # Safe tasks (tasks.safety): the per-episode budget on the cumulative cost discounted by
+    # ``cost_discount``, and state constraints: objects with ``dims`` (observation dims),
+    # ``value(states) -> b`` (>= 0 is safe) and ``gradient(states) -> db/ds over dims``, for
+    # numpy arrays and torch tensors ``[..., obs_dim]`` alike.
+    cost_budget: float | None = None
+    cost_discount: float = 1.0
+    barriers: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,9 @@ class DataSpec:
     ``kind="segments"``: windows of ``horizon`` consecutive steps of one episode, each field
     ``[B, horizon, ...]``, plus ``returns_to_go`` (discounted return from each step to the end of
     the episode with ``discount``) and ``mask`` (1.0 on real steps, 0.0 on padding past an
-    episode's end).
+    episode's end). With ``"costs"`` in ``extra`` (safe tasks) segments also carry
+    ``costs_to_go``, the cost from each step to the episode's end discounted with
+    ``cost_discount`` (``None``: ``discount``).
     """
 
     kind: Literal["transitions", "segments"] = "transitions"
@@ -77,6 +90,7 @@ class DataSpec:
     horizon: int = 1
     discount: float = 0.99
     extra: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("costs",)
+    cost_discount: float | None = None
 
 
 class Agent(Protocol):

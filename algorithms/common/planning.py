@@ -11,7 +11,8 @@
 * :class:`InverseDynamics`: Decision Diffuser's ``a_t = f(s_t, s_{t+1})`` MLP (also HDMI's);
 * :class:`OpenLoopPlans` / :class:`StateHistory`: per-environment plans with their age, and
   per-environment histories, cleared by ``reset(done)``;
-* :func:`follow_plan`: the PD-style controller of Diffuser's ``plan_maze2d.py``.
+* :func:`follow_plan`: the PD-style controller of Diffuser's ``plan_maze2d.py``;
+* :class:`BarrierMonitor`: the smallest barrier value over every planned state (safe tasks).
 
 All tensors are batched over environments (and candidate plans) so one denoising pass plans for
 every evaluation environment at once.
@@ -101,6 +102,13 @@ class StateLayout:
         moving = torch.ones_like(states)
         moving[..., list(MAZE_VELOCITY)] = mask.unsqueeze(-1)
         return states * moving
+
+    def to_obs(self, states: Tensor, obs_dim: int) -> Tensor:
+        """Planned states ``[..., state_dim]`` in the observation layout (goal dims zero), so
+        constraints written over observation dims apply to plans."""
+        obs = states.new_zeros(*states.shape[:-1], obs_dim)
+        obs[..., list(self.state_idx)] = states
+        return obs
 
     def goal(self, obs: Tensor) -> Tensor:
         """Goal positions ``[n, 2]`` of a maze task for observations ``[n, obs_dim]``."""
@@ -390,6 +398,33 @@ class StateHistory:
             self.states[idx] = state[idx].unsqueeze(1).expand(-1, self.length, -1)
             self.fresh[:] = False
         return self.states
+
+
+class BarrierMonitor:
+    """The smallest barrier value ``b(s)`` over every planned state since the last ``clear``.
+
+    ``barriers`` are the task's state constraints (``TaskInfo.barriers``, over observation dims);
+    with none, :attr:`minimum` stays ``None``. Kept as a device tensor (no host sync per plan).
+    """
+
+    def __init__(self, barriers: Sequence, layout: StateLayout, obs_dim: int):
+        self.barriers, self.layout, self.obs_dim = tuple(barriers), layout, obs_dim
+        self._min: Tensor | None = None
+
+    def observe(self, states: Tensor) -> None:
+        """Record unnormalized planned states ``[..., state_dim]``."""
+        if not self.barriers:
+            return
+        obs = self.layout.to_obs(states, self.obs_dim)
+        low = torch.stack([b.value(obs).min() for b in self.barriers]).min()
+        self._min = low if self._min is None else torch.minimum(self._min, low)
+
+    def clear(self) -> None:
+        self._min = None
+
+    @property
+    def minimum(self) -> float | None:
+        return None if self._min is None else float(self._min)
 
 
 def to_tensor(obs: np.ndarray, device: torch.device) -> Tensor:

@@ -51,8 +51,9 @@ def data_root() -> Path:
 
 
 def forged_path(spec: TaskSpec, scale: float = 1.0, seed: int = 0) -> Path:
-    """Where the dataset of ``spec`` forged at ``scale`` with ``seed`` lives."""
-    return data_root() / spec.task_id / f"scale{float(scale):g}-seed{int(seed)}.hdf5"
+    """Where the dataset of ``spec`` forged at ``scale`` with ``seed`` lives (a safe task derived
+    from another task shares that task's file)."""
+    return data_root() / spec.data_id / f"scale{float(scale):g}-seed{int(seed)}.hdf5"
 
 
 def forge_available(spec: TaskSpec) -> bool:
@@ -78,7 +79,7 @@ def forge(
             f"forged {spec.task_id}: {n:,} transitions in {seconds:.1f} s (with reference scores)"
         )
     header = {
-        "task_id": spec.task_id,
+        "task_id": spec.data_id,
         "protocol": spec.forge,
         "scale": float(scale),
         "seed": int(seed),

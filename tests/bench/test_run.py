@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.leaderboard import build
 from bench.records import read_record
 from bench.run import run_overrides
 
@@ -132,3 +133,21 @@ def test_diverged_run_is_recorded_as_failed_without_a_score(tmp_path):
     assert rec["status"] == "failed" and "non-finite" in rec["failure_reason"]
     assert rec["final"] is None and rec["best"] is None
     assert read_record(tmp_path / rec["run_id"] / "record.json")["status"] == "failed"
+
+
+def test_safe_task_record_reports_cost_budget_and_barriers(tmp_path):
+    safe = ["algo=bc", "task=obstacles-pointmaze-umaze", "data.scale=0.01", "train.steps=100"]
+    safe += ["train.eval_every=1000", "eval.episodes=6", f"results_dir={tmp_path}"]
+    rec = run_overrides(safe)
+    assert rec["status"] == "completed"
+    assert rec["safety"]["cost"] == "barrier" and rec["safety"]["budget"] == 0.0
+    final = rec["final"]
+    assert len(final["costs"]) == 6 and final["cost_budget"] == 0.0
+    assert final["over_budget_rate"] == sum(c > 0 for c in final["costs"]) / 6
+    assert final["barrier_min_executed"] <= 1.0
+    relaxed = run_overrides([*safe, "safety.budget=3"])
+    assert relaxed["safety"]["budget"] == 3.0 and relaxed["run_id"] != rec["run_id"]
+    assert relaxed["final"]["cost_budget"] == 3.0
+    board = build(tmp_path, tmp_path / "reports", plots=False)
+    safety_rows = board.split("## Safe tasks")[1].split("##")[0]
+    assert safety_rows.count("obstacles-pointmaze-umaze") == 2
