@@ -16,8 +16,12 @@ SMALL_MAZE += ["train.eval_every=100000", "train.log_every=500"]
 # IDQL ranks 16 candidates here instead of its default 64 to keep the test fast on 2 cores.
 @pytest.mark.parametrize(
     "overrides",
-    [["algo=iql", "train.steps=2000"], ["algo=idql", "algo.n_candidates=16", "train.steps=2000"]],
-    ids=["iql", "idql"],
+    [
+        ["algo=iql", "train.steps=2000"],
+        ["algo=td3bc", "train.steps=2000"],
+        ["algo=idql", "algo.n_candidates=16", "train.steps=2000"],
+    ],
+    ids=["iql", "td3bc", "idql"],
 )
 def test_beats_random_on_a_small_forged_point_maze(tmp_path, overrides):
     rec = run_overrides([*overrides, *SMALL_MAZE, f"results_dir={tmp_path}"])
