@@ -6,54 +6,20 @@ import copy
 import numpy as np
 import pytest
 import torch
+from agent_data import POINTMAZE, random_batch, unit_stats
 
 from algorithms import decision_diffuser as dd
-from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.contract import TaskInfo
 from algorithms.common.diffusion import GaussianDiffusion
 from algorithms.common.planning import condition, guided
 from algorithms.common.schedules import make_betas
 from algorithms.common.unet import TemporalUnet
 
 TINY = {"dim": 8, "dim_mults": (1, 2), "n_diffusion_steps": 5, "horizon": 12, "history": 3}
-POINTMAZE = TaskInfo("pointmaze-umaze", "maze", 6, 2, max_episode_steps=300, goal_dims=(4, 5))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def unit_stats(obs_dim: int, act_dim: int, reward_max: float = 1.0) -> DatasetStats:
-    return DatasetStats(
-        obs_mean=np.zeros(obs_dim, np.float32),
-        obs_std=np.ones(obs_dim, np.float32),
-        act_mean=np.zeros(act_dim, np.float32),
-        act_std=np.ones(act_dim, np.float32),
-        reward_min=0.0,
-        reward_max=reward_max,
-        return_min=0.0,
-        return_max=1000.0,
-        n_transitions=1000,
-        n_episodes=10,
-    )
-
-
-def random_batch(info: TaskInfo, horizon: int, batch: int = 8) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "observations": torch.randn(batch, horizon, info.obs_dim, generator=g),
-        "actions": torch.rand(batch, horizon, info.act_dim, generator=g) * 2 - 1,
-        "returns_to_go": torch.rand(batch, horizon, generator=g),
-        "mask": torch.ones(batch, horizon),
-    }
 
 
 def test_official_and_paper_settings():
-    stats = unit_stats(11, 3, reward_max=4.0)
+    stats = unit_stats(11, 3, reward_max=4.0, return_max=1000.0)
     official = dd.resolve_config(dd.Config(), stats)
     assert (official.n_diffusion_steps, official.guidance_scale, official.history) == (200, 1.2, 1)
     assert (official.horizon, official.inv_hidden, official.condition_dropout) == (100, 256, 0.25)
@@ -70,7 +36,12 @@ def test_official_and_paper_settings():
 @pytest.mark.parametrize("ddim_steps", [None, 3])
 def test_history_and_goal_hold_exactly_in_sampled_plans(ddim_steps):
     torch.manual_seed(0)
-    agent = dd.Agent(dd.Config(**TINY, ddim_steps=ddim_steps), POINTMAZE, unit_stats(6, 2), "cpu")
+    agent = dd.Agent(
+        dd.Config(**TINY, ddim_steps=ddim_steps),
+        POINTMAZE,
+        unit_stats(6, 2, return_max=1000.0),
+        "cpu",
+    )
     history, goal = torch.randn(4, 3, 4), torch.randn(4, 2)
     plans = agent.plan(history, goal, [torch.full((4, 1), 0.9)])
     assert plans.shape == (4, 12, 4)
@@ -80,7 +51,7 @@ def test_history_and_goal_hold_exactly_in_sampled_plans(ddim_steps):
 
 def test_acting_keeps_a_history_and_plans_all_envs_in_one_pass(monkeypatch):
     torch.manual_seed(0)
-    agent = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    agent = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2, return_max=1000.0), "cpu")
     histories = []
     plan = agent.plan
     monkeypatch.setattr(agent, "plan", lambda h, g, r: histories.append(h.clone()) or plan(h, g, r))
@@ -102,11 +73,11 @@ def test_acting_keeps_a_history_and_plans_all_envs_in_one_pass(monkeypatch):
 
 def test_update_returns_detached_scalars_and_state_round_trips():
     torch.manual_seed(0)
-    source = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    source = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2, return_max=1000.0), "cpu")
     out = source.update(random_batch(POINTMAZE, 12))
     assert set(out) == {"diffusion_loss", "inverse_loss"}
     assert all(v.dim() == 0 and not v.requires_grad for v in out.values())
-    restored = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
+    restored = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2, return_max=1000.0), "cpu")
     restored.load_state_dict(copy.deepcopy(source.state_dict()))
     results = []
     for agent in (source, restored):
@@ -148,7 +119,7 @@ def test_guidance_on_a_higher_return_plans_higher_return_segments():
         batch_size=32,
     )
     torch.manual_seed(0)
-    agent = dd.Agent(cfg, info, unit_stats(1, 1), "cpu")
+    agent = dd.Agent(cfg, info, unit_stats(1, 1, return_max=1000.0), "cpu")
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
         agent.update(slope_batch(32, 6, g, cfg.discount))

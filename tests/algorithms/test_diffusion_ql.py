@@ -9,9 +9,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from agent_data import batches, stats_of
 
 from algorithms import diffusion_ql as dql
-from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.contract import TaskInfo
 from bench.run import run_overrides
 from tasks import toy
 
@@ -20,47 +21,10 @@ TOY_INFO = TaskInfo("toy-bandit", "toy", toy.OBS_DIM, toy.ACT_DIM, max_episode_s
 # Narrow networks and a fast learning rate (cosine-decayed over the run) so 600 steps suffice.
 SMALL = {"actor_hidden": 64, "critic_hidden": 64, "lr": 1e-2, "critic_lr": 1e-2}
 TOY_STEPS = 600
-FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks run as fast on one thread, and two spinning OpenMP threads collapse when
-    the two cores are shared with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_data() -> dict[str, np.ndarray]:
     return toy.behaviour_dataset(N_DATA, seed=0)
-
-
-def stats_of(data: dict[str, np.ndarray]) -> DatasetStats:
-    """Dataset statistics as the harness computes them (one-step episodes here)."""
-    rewards = data["rewards"]
-    return DatasetStats(
-        obs_mean=data["observations"].mean(0),
-        obs_std=np.maximum(data["observations"].std(0), 1e-3),
-        act_mean=data["actions"].mean(0),
-        act_std=data["actions"].std(0),
-        reward_min=float(rewards.min()),
-        reward_max=float(rewards.max()),
-        return_min=float(rewards.min()),
-        return_max=float(rewards.max()),
-        n_transitions=len(rewards),
-        n_episodes=len(rewards),
-    )
-
-
-def batches(data: dict[str, np.ndarray], batch_size: int = 256, seed: int = 0):
-    """Endless uniformly sampled float32 transition batches, as the harness supplies them."""
-    tensors = {k: torch.as_tensor(data[k], dtype=torch.float32) for k in FIELDS}
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        idx = torch.randint(len(data["rewards"]), (batch_size,), generator=g)
-        yield {k: v[idx] for k, v in tensors.items()}
 
 
 def make_agent(seed: int, steps: int, info: TaskInfo = TOY_INFO, **overrides) -> dql.Agent:

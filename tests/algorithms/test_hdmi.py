@@ -5,9 +5,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from agent_data import POINTMAZE, random_batch, unit_stats
 
 from algorithms import hdmi
-from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.contract import TaskInfo
 
 TINY = {
     "n_subgoals": 3,
@@ -20,41 +21,6 @@ TINY = {
     "dim_mults": (1, 2),
     "inv_hidden": 16,
 }
-POINTMAZE = TaskInfo("pointmaze-umaze", "maze", 6, 2, max_episode_steps=300, goal_dims=(4, 5))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def unit_stats(obs_dim: int, act_dim: int) -> DatasetStats:
-    return DatasetStats(
-        obs_mean=np.zeros(obs_dim, np.float32),
-        obs_std=np.ones(obs_dim, np.float32),
-        act_mean=np.zeros(act_dim, np.float32),
-        act_std=np.ones(act_dim, np.float32),
-        reward_min=0.0,
-        reward_max=1.0,
-        return_min=0.0,
-        return_max=1.0,
-        n_transitions=1000,
-        n_episodes=10,
-    )
-
-
-def random_batch(info: TaskInfo, horizon: int, batch: int = 8) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "observations": torch.randn(batch, horizon, info.obs_dim, generator=g),
-        "actions": torch.rand(batch, horizon, info.act_dim, generator=g) * 2 - 1,
-        "returns_to_go": torch.rand(batch, horizon, generator=g),
-        "mask": torch.ones(batch, horizon),
-    }
 
 
 def line(positions: list[float]) -> torch.Tensor:

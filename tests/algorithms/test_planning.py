@@ -25,15 +25,6 @@ from algorithms.common.schedules import make_betas
 from algorithms.common.unet import TemporalValue
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def stats(obs_dim: int, act_dim: int, **kw) -> DatasetStats:
     base = {
         "obs_mean": np.arange(obs_dim, dtype=np.float32),

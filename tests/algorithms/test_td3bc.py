@@ -8,41 +8,14 @@ import io
 import numpy as np
 import pytest
 import torch
+from agent_data import batches, stats_of
 
 from algorithms import td3bc
-from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.contract import TaskInfo
 from tasks import toy
 
 TOY_INFO = TaskInfo("toy-bandit", "toy", toy.OBS_DIM, toy.ACT_DIM)
 LINEAR_INFO = TaskInfo("linear", "toy", 3, 2)
-
-
-def stats_of(data: dict[str, np.ndarray]) -> DatasetStats:
-    """Dataset statistics as the harness computes them (one-step episodes here)."""
-    rewards = data["rewards"]
-    return DatasetStats(
-        obs_mean=data["observations"].mean(0),
-        obs_std=np.maximum(data["observations"].std(0), 1e-3),
-        act_mean=data["actions"].mean(0),
-        act_std=data["actions"].std(0),
-        reward_min=float(rewards.min()),
-        reward_max=float(rewards.max()),
-        return_min=float(rewards.min()),
-        return_max=float(rewards.max()),
-        n_transitions=len(rewards),
-        n_episodes=len(rewards),
-    )
-
-
-def batches(data: dict[str, np.ndarray], batch_size: int, seed: int = 0):
-    """Endless uniformly sampled float32 transition batches, as the harness supplies them."""
-    tensors = {
-        k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "timeouts"
-    }
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        idx = torch.randint(len(data["rewards"]), (batch_size,), generator=g)
-        yield {k: v[idx] for k, v in tensors.items()}
 
 
 def train(agent: td3bc.Agent, data: dict[str, np.ndarray], steps: int) -> list[dict]:

@@ -6,15 +6,6 @@ import torch
 from algorithms.common.unet import TemporalUnet, TemporalValue
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can spin 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("horizon", [1, 5, 17, 32, 33])
 @pytest.mark.parametrize("dim_mults", [(1,), (1, 2), (1, 2, 4, 8)])
 def test_unet_keeps_the_shape_for_odd_horizons_and_batch_axes(horizon, dim_mults):
