@@ -1,0 +1,294 @@
+"""TREBI: per-family defaults, budget bookkeeping per env, the constrained guidance and ranking,
+checkpoints, and spending less when the budget tightens on a toy speed task."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from agent_data import random_batch, unit_stats
+from torch import nn
+
+from algorithms import trebi
+from algorithms.common.contract import TaskInfo
+
+TINY = {"dim": 8, "dim_mults": (1, 2), "n_diffusion_steps": 5, "horizon": 12}
+GAMMA = 0.9
+HOPPER = TaskInfo(
+    "velocity-hopper-medium-expert-v2", "locomotion", 3, 2, cost_budget=50.0, cost_discount=GAMMA
+)
+
+
+def to_go(values: torch.Tensor, discount: float) -> torch.Tensor:
+    """``out[:, t] = sum_{k >= t} discount^(k - t) values[:, k]`` over ``[B, H]``."""
+    out = torch.zeros_like(values)
+    acc = torch.zeros(len(values))
+    for t in range(values.shape[1] - 1, -1, -1):
+        acc = values[:, t] + discount * acc
+        out[:, t] = acc
+    return out
+
+
+def cost_batch(info: TaskInfo, horizon: int) -> dict[str, torch.Tensor]:
+    """The shared random batch plus random costs and their costs-to-go under the task's discount."""
+    costs = torch.rand(8, horizon, generator=torch.Generator().manual_seed(1))
+    return {
+        **random_batch(info, horizon),
+        "costs": costs,
+        "costs_to_go": to_go(costs, info.cost_discount),
+    }
+
+
+def tiny_agent(info: TaskInfo = HOPPER, **kw) -> trebi.Agent:
+    return trebi.Agent(trebi.Config(**{**TINY, **kw}), info, unit_stats(info.obs_dim, 2), "cpu")
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def test_official_values_per_family_and_refusals():
+    def resolved(task_id: str, kind: str) -> trebi.Config:
+        return trebi.resolve_config(trebi.Config(), TaskInfo(task_id, kind, 4, 2, cost_budget=1.0))
+
+    hopper = resolved("velocity-hopper-medium-v2", "locomotion")
+    assert (hopper.horizon, hopper.n_diffusion_steps, hopper.n_plans) == (32, 20, 64)
+    assert (hopper.cost_grad_weight, hopper.value_discount, hopper.guide_scale) == (5.0, 0.997, 0.1)
+    assert hopper.guided and hopper.controller == "actions" and hopper.replan_every == 1
+    # Diffuser's per-dataset overrides reach the velocity tasks built on those datasets
+    assert resolved("velocity-hopper-medium-expert-v2", "locomotion").guide_scale == 0.0001
+    assert resolved("velocity-halfcheetah-medium-v2", "locomotion").horizon == 4
+    pendulum = resolved("safe-pendulum", "safe")
+    assert (pendulum.n_plans, pendulum.cost_grad_weight, pendulum.value_discount) == (
+        128,
+        20.0,
+        0.99,
+    )
+    with pytest.raises(ValueError, match="maze"):
+        resolved("obstacles-pointmaze-umaze", "maze")
+    with pytest.raises(ValueError, match="guided"):
+        trebi.resolve_config(trebi.Config(guided=False), HOPPER)
+    with pytest.raises(ValueError, match="budget"):
+        trebi.Agent(trebi.Config(**TINY), TaskInfo("hopper", "locomotion", 3, 2), None, "cpu")
+
+
+def test_data_spec_asks_for_costs_discounted_like_the_budget():
+    spec = tiny_agent().data_spec
+    assert (spec.kind, spec.extra, spec.cost_discount, spec.horizon) == (
+        "segments",
+        ("costs",),
+        GAMMA,
+        12,
+    )
+    assert spec.discount == 0.997  # the reward value's discount
+
+
+# ---------------------------------------------------------------------------------- budget
+
+
+def test_thresholds_are_the_remaining_discounted_budget_per_env():
+    agent = tiny_agent()
+    costs = np.array([[1.0, 0.0, 2.0], [3.0, 1.0, 0.5], [0.5, 4.0, 0.0]])
+    agent.reset()
+    for c in costs:
+        agent.observe_cost(c)
+    spent = (costs * GAMMA ** np.arange(3)[:, None]).sum(0)
+    expected = (50.0 - spent) / GAMMA**3
+    np.testing.assert_allclose(agent.budget.thresholds(3), expected)
+    # a finished episode starts over with the whole budget; the others keep theirs
+    agent.reset(np.array([False, True, False]))
+    np.testing.assert_allclose(agent.budget.thresholds(3), [expected[0], 50.0, expected[2]])
+    agent.observe_cost(np.array([1.0, 2.0, 0.0]))
+    second = [(50.0 - spent[0] - GAMMA**3) / GAMMA**4, (50.0 - 2.0) / GAMMA, expected[2] / GAMMA]
+    np.testing.assert_allclose(agent.budget.thresholds(3), second)
+    agent.reset()
+    np.testing.assert_allclose(agent.budget.thresholds(3), [50.0] * 3)
+
+
+def test_act_plans_each_due_env_under_its_own_threshold():
+    agent = tiny_agent(n_plans=2, replan_every=10)
+    obs = np.zeros((3, 3), np.float32)
+    agent.reset()
+    agent.act(obs)
+    np.testing.assert_allclose(agent.thresholds.numpy(), [50.0] * 3)
+    agent.observe_cost(np.array([10.0, 20.0, 30.0]))
+    agent.reset(np.array([False, False, True]))  # only env 2 plans again
+    agent.act(obs)
+    np.testing.assert_allclose(agent.thresholds.numpy(), [50.0])
+    agent.observe_cost(np.array([1.0, 1.0, 5.0]))
+    agent.reset(np.array([True, False, False]))
+    agent.act(obs)
+    np.testing.assert_allclose(agent.thresholds.numpy(), [50.0])
+    agent.plans.reset(np.ones(3, bool))  # every plan stale, budgets kept
+    agent.act(obs)
+    expected = [50.0, (50.0 - 20.0 - GAMMA) / GAMMA**2, (50.0 - 5.0) / GAMMA]
+    np.testing.assert_allclose(agent.thresholds.numpy(), expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- guidance and ranking
+
+
+class Readout(nn.Module):
+    """A deterministic value: entry ``channel`` of a segment's first step."""
+
+    def __init__(self, channel: int):
+        super().__init__()
+        self.channel = channel
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x[..., 0, self.channel]
+
+
+def read_values(agent: trebi.Agent) -> trebi.Agent:
+    """``agent`` whose reward value is the first action entry and cost value the second."""
+    agent.value.ema.model = Readout(0)
+    agent.cost_value.ema.model = Readout(1)
+    return agent
+
+
+def plans_with(reward: list[list[float]], cost: list[list[float]]) -> torch.Tensor:
+    """Segments ``[n, P, 12, 5]`` whose first step carries the given reward and cost readouts."""
+    r, c = torch.tensor(reward), torch.tensor(cost)
+    x = torch.randn(*r.shape, 12, 5)
+    x[..., 0, 0], x[..., 0, 1] = r, c
+    return x
+
+
+def test_ranking_puts_plans_over_budget_last_and_falls_back_to_the_cheapest():
+    agent = read_values(tiny_agent(n_plans=4))
+    x = plans_with(
+        reward=[[1.0, 10.0, 2.0, 20.0], [5.0, 1.0, 9.0, 3.0]],
+        cost=[[0.5, 2.0, 0.8, 3.0], [0.5, 2.0, 0.3, 3.0]],
+    )
+    agent.thresholds = torch.tensor([1.0, 0.1])
+    chosen = agent.rank(x)
+    torch.testing.assert_close(chosen[0], x[0, 2])  # best reward within budget
+    torch.testing.assert_close(chosen[1], x[1, 2])  # none within: the cheapest
+    agent.thresholds = torch.tensor([100.0, 2.0])
+    chosen = agent.rank(x)
+    torch.testing.assert_close(chosen[0], x[0, 3])  # loose: the best reward
+    torch.testing.assert_close(chosen[1], x[1, 2])  # plan 0 (reward 5) and 2 (9) fit
+
+
+def test_cost_gradient_pushes_only_plans_over_their_threshold():
+    agent = read_values(tiny_agent(n_plans=3, cost_grad_weight=2.0))
+    x = plans_with(reward=[[0.0, 0.0, 0.0]], cost=[[0.5, 1.5, 4.0]])
+    agent.thresholds = torch.tensor([1.0])
+    grad = agent.constrained_gradient(x, torch.zeros(1, 3, dtype=torch.long))
+    # dV/dx: 1 on the reward entry; dC/dx: 1 on the cost entry, weighted 2 exp(min(excess, 1))
+    torch.testing.assert_close(grad[..., 0, 0], torch.ones(1, 3))
+    torch.testing.assert_close(
+        grad[..., 0, 1], torch.tensor([[0.0, -2 * np.exp(0.5), -2 * np.e]], dtype=torch.float32)
+    )
+    assert grad[..., 1:, :].abs().max() == 0 and grad[..., 0, 2:].abs().max() == 0
+    # a spent budget (threshold 0) keeps plans at zero cost unpushed and finite
+    agent.thresholds = torch.tensor([0.0])
+    x = plans_with(reward=[[0.0, 0.0, 0.0]], cost=[[0.0, -1.0, 0.5]])
+    grad = agent.constrained_gradient(x, torch.zeros(1, 3, dtype=torch.long))
+    torch.testing.assert_close(
+        grad[..., 0, 1], torch.tensor([[0.0, 0.0, -2 * np.e]], dtype=torch.float32)
+    )
+
+
+# ---------------------------------------------------------------------------------- contract
+
+
+def test_update_reports_both_values_and_state_round_trips():
+    torch.manual_seed(0)
+    source = tiny_agent(n_plans=2)
+    out = source.update(cost_batch(HOPPER, 12))
+    assert set(out) == {"diffusion_loss", "value_loss", "cost_value_loss"}
+    assert all(v.dim() == 0 and not v.requires_grad for v in out.values())
+    restored = tiny_agent(n_plans=2)
+    restored.load_state_dict(copy.deepcopy(source.state_dict()))
+    results = []
+    for agent in (source, restored):
+        torch.manual_seed(3)
+        loss = agent.update(cost_batch(HOPPER, 12))["cost_value_loss"].item()
+        agent.reset()
+        torch.manual_seed(3)
+        results.append((loss, agent.act(np.zeros((2, 3), np.float32))))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_no_planned_barrier_minimum_without_barriers():
+    agent = tiny_agent(n_plans=2)
+    agent.reset()
+    actions = agent.act(np.zeros((2, 3), np.float32))
+    assert actions.shape == (2, 2) and np.abs(actions).max() <= 1
+    assert agent.planned_barrier_min() is None
+
+
+# ---------------------------------------------------------------------------------- learning
+
+# Toy speed task: state x, action a in [-1, 1], x' = x + a, reward a, cost |a|; an episode is
+# HORIZON steps, each data episode holds a constant speed in [-1, 1] (plus noise).
+HORIZON = 8
+SPEED = TaskInfo(
+    "toy-speed", "safe", 1, 1, max_episode_steps=HORIZON, cost_budget=100.0, cost_discount=0.99
+)
+
+
+def speed_batch(batch: int, g: torch.Generator, discount: float) -> dict[str, torch.Tensor]:
+    speed = (torch.rand(batch, 1, 1, generator=g) * 2 - 1).expand(batch, HORIZON, 1)
+    actions = (speed + 0.1 * torch.randn(batch, HORIZON, 1, generator=g)).clamp(-1, 1)
+    costs = actions[..., 0].abs()
+    return {
+        "observations": torch.cumsum(actions, dim=1) - actions,
+        "actions": actions,
+        "returns_to_go": to_go(actions[..., 0], discount),
+        "costs": costs,
+        "costs_to_go": to_go(costs, SPEED.cost_discount),
+        "mask": torch.ones(batch, HORIZON),
+    }
+
+
+@pytest.fixture(scope="module")
+def speed_agent() -> trebi.Agent:
+    cfg = trebi.Config(
+        horizon=HORIZON,
+        n_diffusion_steps=10,
+        dim=16,
+        dim_mults=(1, 2),
+        lr=2e-3,
+        value_lr=2e-3,
+        cost_value_lr=2e-3,
+        ema_start=10_000,
+        n_plans=8,
+        guide_scale=1.0,
+        batch_size=32,
+        replan_every=4,  # two plans per episode, the second under the budget left
+    )
+    torch.manual_seed(0)
+    agent = trebi.Agent(cfg, SPEED, unit_stats(1, 1), "cpu")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        agent.update(speed_batch(32, g, agent.cfg.value_discount))
+    return agent
+
+
+def run_episodes(agent: trebi.Agent, budget: float, n_envs: int = 8) -> tuple[float, float]:
+    """Mean discounted cost and return of ``n_envs`` toy episodes under ``budget``."""
+    agent = copy.copy(agent)
+    agent.budget = trebi.CostBudget(budget, SPEED.cost_discount)
+    agent.reset()
+    obs = np.zeros((n_envs, 1), np.float32)
+    cost, ret = np.zeros(n_envs), np.zeros(n_envs)
+    for t in range(HORIZON):
+        action = agent.act(obs)[:, 0]
+        agent.observe_cost(np.abs(action))
+        cost += SPEED.cost_discount**t * np.abs(action)
+        ret += action
+        obs = obs + action[:, None]
+    return cost.mean(), ret.mean()
+
+
+def test_spends_less_as_the_budget_tightens(speed_agent):
+    torch.manual_seed(1)
+    loose_cost, loose_return = run_episodes(speed_agent, budget=100.0)
+    torch.manual_seed(1)
+    tight_cost, tight_return = run_episodes(speed_agent, budget=2.0)
+    # loose: near full speed (cost 5.4-6.2 over seeds 0-2, at most 7.7); tight: 0.9-1.8
+    assert loose_cost > 4.5 and loose_return > 4.5
+    assert tight_cost < loose_cost - 3.0 and tight_cost < 2.5
+    assert tight_return > 0.0  # still heading the rewarding way
