@@ -221,3 +221,5 @@ def _register(env_id: str, entry_point: str, max_episode_steps: int | None = Non
 
 _register(TOY_BANDIT_ENV_ID, "tasks.toy:BanditEnv", max_episode_steps=1)
 _register(MAZE2D_ENV_ID, "tasks.envs:Maze2dEnv")
+
+import tasks.safe_control  # noqa: E402,F401  registers diffrl/SafePendulum-v0 and diffrl/SafeReacher-v0

@@ -34,6 +34,7 @@ PROTOCOLS = {
     "maze2d": "tasks.forge.pointmaze:forge_maze2d",
     "bandit": "tasks.forge.bandit:forge_bandit",
     "locomotion": "tasks.forge.locomotion:forge_locomotion",
+    "safe_control": "tasks.forge.safe_control:forge_safe_control",
 }
 NOT_YET: dict[str, str] = {}
 REFERENCE_SEED = 123
