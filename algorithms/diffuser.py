@@ -152,7 +152,7 @@ def task_family(info: TaskInfo) -> str:
     """``maze-<size>`` for point mazes (by task id), else ``locomotion``."""
     if info.kind == "maze":
         for size in ("umaze", "medium", "large"):
-            if size in info.task_id:
+            if size in info.data_id:
                 return f"maze-{size}"
         return "maze-medium"
     return "locomotion"
@@ -166,7 +166,7 @@ def resolve_config(cfg: Config, info: TaskInfo) -> Config:
     defaults = dict(PAPER_DEFAULTS[family])
     if family.startswith("maze"):
         defaults = {**MAZE_COMMON, **defaults}
-    defaults.update(TASK_OVERRIDES.get(info.task_id, {}))
+    defaults.update(TASK_OVERRIDES.get(info.data_id, {}))
     fields = {f.name for f in dataclasses.fields(cfg)}
     filled = {
         k: v for k, v in defaults.items() if k in fields and getattr(cfg, k) in (None, "auto")

@@ -148,7 +148,7 @@ def paper_hparams(task_id: str) -> TaskHparams:
 
 def resolve_config(cfg: Config, info: TaskInfo) -> Config:
     """``cfg`` with every ``None`` per-task field taken from the task's paper row; validated."""
-    row = paper_hparams(info.task_id)
+    row = paper_hparams(info.data_id)
     filled = {
         "eta": row.eta,
         "lr": row.lr,

@@ -115,7 +115,7 @@ class Config:
 def task_family(info: TaskInfo) -> str:
     if info.kind == "maze":
         for size in ("umaze", "medium", "large"):
-            if size in info.task_id:
+            if size in info.data_id:
                 return f"maze-{size}"
         return "maze-medium"
     return "locomotion"

@@ -76,7 +76,6 @@ PAPER_DEFAULTS: dict[str, dict] = {
         "cost_grad_weight": 20.0,
     },
 }
-SAFE_PREFIX = "velocity-"  # TREBI's locomotion tasks: velocity-<D4RL dataset>
 
 
 @dataclass
@@ -101,7 +100,7 @@ def task_family(info: TaskInfo) -> str:
 def resolve_config(cfg: Config, info: TaskInfo) -> Config:
     """``cfg`` with TREBI's per-family values, then Diffuser's, where a field is ``None``."""
     defaults = dict(PAPER_DEFAULTS[task_family(info)])
-    defaults.update(diffuser.TASK_OVERRIDES.get(info.task_id.removeprefix(SAFE_PREFIX), {}))
+    defaults.update(diffuser.TASK_OVERRIDES.get(info.data_id, {}))
     filled = {k: v for k, v in defaults.items() if getattr(cfg, k) in (None, "auto")}
     out = diffuser.resolve_config(dataclasses.replace(cfg, **filled), info)
     if not out.guided:

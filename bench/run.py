@@ -110,6 +110,7 @@ def task_info(spec: TaskSpec, dataset: Dataset, safety: dict | None = None) -> T
         cost_budget=budget,
         cost_discount=spec.safety.cost_discount,
         barriers=spec.safety.barriers,
+        dataset_task=spec.dataset_task,
     )
 
 

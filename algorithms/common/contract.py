@@ -53,6 +53,12 @@ class TaskInfo:
     cost_budget: float | None = None
     cost_discount: float = 1.0
     barriers: tuple = ()
+    dataset_task: str | None = None  # a safe task trains on this task's data
+
+    @property
+    def data_id(self) -> str:
+        """The task whose dataset (and per-dataset paper settings) this task uses."""
+        return self.dataset_task or self.task_id
 
 
 @dataclass(frozen=True)

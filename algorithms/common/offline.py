@@ -13,7 +13,7 @@ REWARD_NORMS = ("returns", "minus_one", "none")
 
 def task_family(info: TaskInfo) -> str:
     """``antmaze`` (told apart from point mazes by its id), else the task's kind."""
-    return "antmaze" if "antmaze" in info.task_id else info.kind
+    return "antmaze" if "antmaze" in info.data_id else info.kind
 
 
 def default_reward_norm(info: TaskInfo) -> str:

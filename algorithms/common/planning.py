@@ -74,7 +74,7 @@ class StateLayout:
         goal_dims = tuple(info.goal_dims)
         state_idx = tuple(i for i in range(info.obs_dim) if i not in goal_dims)
         is_maze = info.kind == "maze"
-        fixed = MAZE2D_TARGETS.get(info.task_id)
+        fixed = MAZE2D_TARGETS.get(info.data_id)
         if is_maze and not goal_dims and fixed is None:
             raise ValueError(
                 f"maze task {info.task_id!r} has no goal dims and no known fixed target"

@@ -48,7 +48,9 @@ def tiny_agent(info: TaskInfo = HOPPER, **kw) -> trebi.Agent:
 
 def test_official_values_per_family_and_refusals():
     def resolved(task_id: str, kind: str) -> trebi.Config:
-        return trebi.resolve_config(trebi.Config(), TaskInfo(task_id, kind, 4, 2, cost_budget=1.0))
+        base = task_id.removeprefix("velocity-") if task_id.startswith("velocity-") else None
+        info = TaskInfo(task_id, kind, 4, 2, cost_budget=1.0, dataset_task=base)
+        return trebi.resolve_config(trebi.Config(), info)
 
     hopper = resolved("velocity-hopper-medium-v2", "locomotion")
     assert (hopper.horizon, hopper.n_diffusion_steps, hopper.n_plans) == (32, 20, 64)
