@@ -16,6 +16,8 @@ ALGORITHMS: dict[str, str] = {
     "diffuser": "algorithms.diffuser",
     "decision_diffuser": "algorithms.decision_diffuser",
     "hdmi": "algorithms.hdmi",
+    "safediffuser": "algorithms.safediffuser",
+    "trebi": "algorithms.trebi",
 }
 
 

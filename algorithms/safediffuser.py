@@ -1,0 +1,254 @@
+"""SafeDiffuser: Safe Planning with Diffusion Probabilistic Models
+(Xiao, Wang, Gan, Hasani, Lechner & Rus, ICLR 2025, arXiv:2306.00148).
+
+Method: Diffuser (:mod:`algorithms.diffuser`, trained unchanged) whose sampler filters every
+denoising step through a control barrier function: on the constrained state dims the update
+``u_ref = x_prev - x_t`` is replaced by the closest ``u`` that satisfies the discrete-time CBF
+condition ``grad b(x_t) . u + k b(x_t) >= 0`` of every barrier, one tiny QP per planned state.
+
+Official code (Weixy21/SafeDiffuser, ``diffuser/models/diffusion.py``, maze2d-large), followed:
+- ``p_sample`` proposes the usual DDPM step (noise included), then ``invariance*`` solves, per
+  planned state (the plan reshaped to ``[horizon, ...]``), ``min ||u - u_ref||^2`` s.t.
+  ``grad b . u + Lfb + k b >= 0`` (qpth ``G z <= h`` with ``G = -grad b``, ``h = Lfb + k b``),
+  ``k = 1``, with ``b`` and its gradient at ``x_t``; ``x_prev = x_t + u`` on the position dims,
+  the other dims keep the proposed step; ``apply_conditioning`` follows. Methods (``method``):
+- ``robust`` (RoS, ``invariance`` / ``invariance_cf``): ``b - 0.01`` ("robust term"), ``Lfb = 0``;
+- ``relaxed`` (ReS, ``invariance_relax``): a slack ``r_i`` per barrier, ``z = [u, r]``, objective
+  ``||u - u_ref||^2 + ||r||^2``, rows ``[-grad b_i, w e_i] z <= k (b_i - 0.01)``, i.e.
+  ``grad b_i . u + k b_i - w r_i >= 0``, with ``w = 100`` while ``t >= 10`` (the constraint may
+  be broken at a quadratic price) and ``w = 0`` below (``r`` leaves the row: exact constraint);
+- ``time-varying`` (TVS, ``invariance_time``): ``b(x, t) = sum(((x - c) / r)^p) - s - 0.01``
+  with ``s = sigmoid(t_bias - t)``, ``t_bias = 5``, and ``Lfb = s (1 - s)``: the obstacle grows
+  from almost a point at large ``t`` to its full size at ``t = 0``;
+- ``truncate`` (the paper's baseline, ``Shield``): after the step, a planned position inside an
+  obstacle is moved along the ray from the obstacle's centre onto its boundary;
+- ``gradient-push`` (the paper's "CG" baseline, ``GD``): where ``b(x_prev) < 0.1`` for the first
+  such obstacle (the official ``if / elif``), each of its dims ``d`` moves by
+  ``0.2 * 0.001 / (db / dx_d)``, so ``b`` rises by about ``2e-4`` per dim to first order (the
+  official divides by the gradient, not multiplies);
+- ``none``: plain Diffuser in the same agent, for comparisons.
+
+Differences and why:
+- barriers come from ``TaskInfo.barriers`` (any number, over any planned observation dims), not
+  two hard-coded obstacles; the QP's variables are the union of their dims. ``b`` is evaluated on
+  unnormalized states (the dataset's mean / std) and the QP is solved in the planner's z-scored
+  coordinates, the gradient by the chain rule ``db/dz_d = db/ds_d * std_d`` (the official works in
+  its [-1, 1] limits-normalized coordinates, obstacle constants converted by hand), so the
+  objective's metric is the z-scored one;
+- the QP is solved exactly by active-set enumeration (:mod:`algorithms.common.qp`), not with
+  qpth's interior-point solver (qpth pins ``numpy<2``) or the two-constraint closed form; same
+  optimum. For convex keep-out barriers (super-ellipses) and the ceiling, ``k = 1`` makes the
+  planned state after every step satisfy ``b >= margin`` exactly (``b`` lies above its tangent);
+  for keep-in regions only to first order;
+- time-varying for any barrier: ``b(x, t) = b(x) + 1 - s - margin`` (the official's form for
+  keep-out super-ellipses, whose ``b`` has the ``-1``); a ``Ceiling`` thus starts raised by
+  ``1 - s`` (in its own units, torso height) and comes down to ``1 - sigmoid(t_bias)`` above its
+  limit at ``t = 0``. ``Lfb = -s (1 - s)``, the official's term with its sign corrected:
+  ``b(x, t)`` falls by about ``s (1 - s)`` per denoising step (``t`` decreases), which the CBF
+  condition must anticipate (``db/dtau`` along the denoising time ``tau = -t``); the official's
+  ``+s (1 - s)`` loosens the row instead, and its plans end at ``b >= -0.0033``. With the
+  corrected sign they end at ``b(x) >= margin - (1 - sigmoid(t_bias)) = 0.0033``;
+- ``truncate`` moves states out of every barrier in task order (the official truncates only the
+  circle), a ceiling by clamping to its limit; a state exactly at a centre stays there;
+- ``gradient-push`` skips a dim whose gradient component is exactly zero (the official divides
+  by it);
+- the hooks act on every planned state, the inpainted ones too: inpainting re-imposes those right
+  after (as the official's ``apply_conditioning``), and each state's QP is separate, so a start
+  state inside an obstacle cannot make another state's QP infeasible (its own is solvable: ``u``
+  is unbounded; with an exactly zero gradient inside an obstacle the solver returns the least
+  violating candidate);
+- with ``ddim_steps`` the hooks act at every visited step ``t``; the ReS / TVS schedules use ``t``;
+- the margin, ``k``, ``w`` and ``t_bias`` apply to every barrier alike; the margin is in ``b``'s
+  units (level-set units for super-ellipses as the official, distance for a ceiling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from algorithms import diffuser
+from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.planning import Normalizer, StateLayout
+from algorithms.common.qp import project_polyhedron
+from tasks.safety import Ceiling, SuperEllipse
+
+METHODS = ("robust", "relaxed", "time-varying", "truncate", "gradient-push", "none")
+Hook = Callable[[Tensor, Tensor, int], Tensor]
+
+
+@dataclass
+class Config(diffuser.Config):
+    """Diffuser's fields plus the safety filter (official values; module docstring)."""
+
+    method: str = "robust"
+    k: float = 1.0  # CBF class-K gain: b(x_prev) >= (1 - k) b(x_t) to first order
+    robust_margin: float = 0.01  # b - margin in robust, relaxed and time-varying
+    relax_weight: float = 100.0  # w of the slack while t >= relax_until
+    relax_until: int = 10  # below this diffusion step the relaxed constraint is exact
+    t_bias: float = 5.0  # time-varying: s = sigmoid(t_bias - t)
+    push_step: float = 2e-4  # gradient-push: 0.2 * 0.001, divided by db/dz per dim
+    push_threshold: float = 0.1  # gradient-push acts where b(x_prev) < this
+
+
+class PlannedBarriers:
+    """The task's barriers on normalized planner transitions ``[..., act_dim + state_dim]``.
+
+    ``obs_dims``: the union of the barriers' observation dims (the QP's variables), ``columns``:
+    their columns in a transition. :meth:`evaluate` gives ``b [..., m]`` at the unnormalized
+    states and ``db/dz [..., m, n]`` w.r.t. the normalized coordinates of those columns.
+    """
+
+    def __init__(
+        self, barriers: Sequence, layout: StateLayout, norm: Normalizer, obs_dim: int, act_dim: int
+    ):
+        position = {d: i for i, d in enumerate(layout.state_idx)}
+        unplanned = sorted({d for b in barriers for d in b.dims} - set(position))
+        if unplanned:
+            raise ValueError(f"barriers on observation dims {unplanned} that are not planned")
+        self.barriers, self.obs_dim = tuple(barriers), obs_dim
+        self.obs_dims = sorted({d for b in barriers for d in b.dims})
+        states = [position[d] for d in self.obs_dims]
+        device = norm.s_std.device
+        self.columns = torch.tensor(states, device=device) + act_dim
+        self.mean, self.std = norm.s_mean[states], norm.s_std[states]
+        self.slots = [
+            torch.tensor([self.obs_dims.index(d) for d in b.dims], device=device) for b in barriers
+        ]
+
+    def observations(self, x: Tensor) -> Tensor:
+        """Unnormalized observations ``[..., obs_dim]`` of transitions ``x`` on the barriers'
+        dims; the other dims, which no barrier reads, are zero."""
+        values = x[..., self.columns] * self.std + self.mean
+        dims = self.columns.new_tensor(self.obs_dims)
+        return values.new_zeros(*values.shape[:-1], self.obs_dim).index_copy(-1, dims, values)
+
+    def normalized(self, obs: Tensor) -> Tensor:
+        """The barriers' dims of observations ``obs``, normalized as in a transition."""
+        return (obs[..., self.obs_dims] - self.mean) / self.std
+
+    def evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        obs = self.observations(x)
+        values = torch.stack([b.value(obs) for b in self.barriers], dim=-1)
+        zeros = obs.new_zeros(*obs.shape[:-1], len(self.obs_dims))
+        rows = [
+            zeros.index_copy(-1, slots, b.gradient(obs) * self.std[slots])
+            for b, slots in zip(self.barriers, self.slots, strict=True)
+        ]
+        return values, torch.stack(rows, dim=-2)
+
+
+def boundary_projection(barrier: SuperEllipse | Ceiling, obs: Tensor) -> Tensor:
+    """``obs [..., obs_dim]`` with states that violate ``barrier`` moved onto its boundary: along
+    the ray from a super-ellipse's centre (Shield's radial move), or clamped to a ceiling."""
+    dims = torch.tensor(barrier.dims, device=obs.device)
+    current = obs[..., barrier.dims]
+    if isinstance(barrier, Ceiling):
+        boundary = torch.full_like(current, barrier.limit)
+    else:
+        center = obs.new_tensor(barrier.center)
+        radii = obs.new_tensor(barrier.radii)
+        scaled = (current - center) / radii
+        level = (scaled**barrier.power).sum(-1, keepdim=True) ** (1.0 / barrier.power)
+        boundary = center + radii * scaled / level.clamp_min(torch.finfo(obs.dtype).tiny)
+    violated = (barrier.value(obs) < 0).unsqueeze(-1)
+    return obs.index_copy(-1, dims, torch.where(violated, boundary, current))
+
+
+class Agent(diffuser.Agent):
+    """Diffuser with SafeDiffuser's safety filter as the sampler's ``projection`` hook."""
+
+    def __init__(
+        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+    ):
+        if cfg.method not in METHODS:
+            raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
+        if not info.barriers:
+            raise ValueError(
+                f"SafeDiffuser needs state constraints (TaskInfo.barriers); task "
+                f"{info.task_id!r} has none: use a safe task such as obstacles-* or ceiling-*"
+            )
+        unsupported = [b for b in info.barriers if not isinstance(b, SuperEllipse | Ceiling)]
+        if cfg.method == "truncate" and unsupported:
+            raise ValueError(f"truncate knows super-ellipses and ceilings, not {unsupported}")
+        super().__init__(cfg, info, stats, device)
+        self.barriers = PlannedBarriers(
+            info.barriers, self.layout, self.norm, info.obs_dim, self.act_dim
+        )
+
+    def projection(self) -> Hook | None:
+        """The safety filter of ``cfg.method`` (None for ``none``)."""
+        return {
+            "robust": self.cbf_filter,
+            "relaxed": self.cbf_filter,
+            "time-varying": self.cbf_filter,
+            "truncate": self.truncate,
+            "gradient-push": self.gradient_push,
+            "none": None,
+        }[self.cfg.method]
+
+    # -- CBF filters (RoS, ReS, TVS) ---------------------------------------------------------
+
+    def cbf_terms(self, t: int) -> tuple[float, float, float]:
+        """``(shift, Lfb, w)`` at diffusion step ``t``: the QP row of barrier ``b`` reads
+        ``db . u + Lfb + k (b + shift) - w r >= 0`` (``w = 0``: no slack)."""
+        cfg = self.cfg
+        if cfg.method == "time-varying":
+            s = 1.0 / (1.0 + math.exp(t - cfg.t_bias))  # sigmoid(t_bias - t)
+            return 1.0 - s - cfg.robust_margin, -s * (1.0 - s), 0.0
+        weight = cfg.relax_weight if cfg.method == "relaxed" and t >= cfg.relax_until else 0.0
+        return -cfg.robust_margin, 0.0, weight
+
+    def cbf_problem(self, x_prev: Tensor, x_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The QPs ``min ||z - p||^2 s.t. A z >= c`` of every planned state, flattened to
+        ``p [B, n']``, ``A [B, m, n']``, ``c [B, m]``: ``z = u`` on the barriers' dims, plus one
+        slack per barrier while the relaxed filter relaxes (``z = [u, r]``, rows ``[db, -w e_i]``)."""
+        cols = self.barriers.columns
+        values, grads = self.barriers.evaluate(x_t)  # [..., m], [..., m, n]
+        shift, lfb, weight = self.cbf_terms(t)
+        m, n = grads.shape[-2:]
+        p, A = (x_prev[..., cols] - x_t[..., cols]).reshape(-1, n), grads.reshape(-1, m, n)
+        c = -(lfb + self.cfg.k * (values + shift)).reshape(-1, m)
+        if weight > 0:
+            slack = -weight * torch.eye(m, dtype=A.dtype, device=A.device).expand(len(A), m, m)
+            p, A = torch.cat([p, p.new_zeros(len(p), m)], -1), torch.cat([A, slack], -1)
+        return p, A, c
+
+    def cbf_filter(self, x_prev: Tensor, x_t: Tensor, t: int) -> Tensor:
+        """Replace the step on the barriers' dims by the CBF-QP's solution (batched over every
+        planned state of every plan and environment)."""
+        cols = self.barriers.columns
+        start, u_ref = x_t[..., cols], x_prev[..., cols] - x_t[..., cols]
+        u = project_polyhedron(*self.cbf_problem(x_prev, x_t, t))[:, : len(cols)]
+        u = u.reshape(u_ref.shape)
+        kept = torch.where(u == u_ref, x_prev[..., cols], start + u)  # untouched steps: bitwise
+        return x_prev.index_copy(-1, cols, kept)
+
+    # -- baselines ---------------------------------------------------------------------------
+
+    def truncate(self, x_prev: Tensor, x_t: Tensor, t: int) -> Tensor:
+        """Shield: move planned states inside a barrier onto its boundary after the step."""
+        obs = self.barriers.observations(x_prev)
+        moved = obs
+        for barrier in self.barriers.barriers:
+            moved = boundary_projection(barrier, moved)
+        cols, dims = self.barriers.columns, self.barriers.obs_dims
+        changed = moved[..., dims] != obs[..., dims]
+        new = torch.where(changed, self.barriers.normalized(moved), x_prev[..., cols])
+        return x_prev.index_copy(-1, cols, new)
+
+    def gradient_push(self, x_prev: Tensor, x_t: Tensor, t: int) -> Tensor:
+        """The official ``GD``: near the first barrier with ``b(x_prev) < threshold`` add
+        ``push_step / (db/dz_d)`` to each of its dims ``d`` (zero components skipped)."""
+        cfg, cols = self.cfg, self.barriers.columns
+        values, grads = self.barriers.evaluate(x_prev)
+        near = values < cfg.push_threshold
+        first = near & (near.cumsum(-1) == 1)  # [..., m]
+        nonzero = grads != 0
+        moves = torch.where(nonzero, cfg.push_step / torch.where(nonzero, grads, 1.0), 0.0)
+        delta = (moves * first.unsqueeze(-1)).sum(-2)
+        return x_prev.index_copy(-1, cols, x_prev[..., cols] + delta)
