@@ -188,7 +188,7 @@ def test_update_returns_detached_scalars_and_state_round_trips():
 
 # ---------------------------------------------------------------------------------- point maze
 
-# The budget that reaches the goal on 2 CPU cores (reports/planners.md): the official umaze
+# The budget that reaches the goal on 2 CPU cores (bench/conf/grid/planners-pointmaze.yaml uses it): the official umaze
 # horizon and acting (one plan per episode, followed by the PD controller), a narrower U-Net,
 # 8 diffusion steps instead of 64, a larger learning rate and a short EMA.
 MAZE_BUDGET = {
