@@ -245,17 +245,36 @@ def resolve_budget(
 # ---------------------------------------------------------------------------------- env side
 
 
+MAX_SAFE_RESETS = 1000
+
+
 class CostWrapper(gym.Wrapper):
     """Puts the task's per-step ``info["cost"]`` on every step (0.0 on reset); wraps an env whose
-    observations are already flat, in the dataset's layout."""
+    observations are already flat, in the dataset's layout.
+
+    Episodes start in a safe state: a reset that lands inside a state constraint (``b < 0``,
+    e.g. a point-maze start inside an obstacle) is redrawn from the env's own random stream, so a
+    seeded reset stays reproducible. A state constraint is an invariance requirement, which no
+    agent can meet from an unsafe start.
+    """
 
     def __init__(self, env: gym.Env, safety: Safety):
         super().__init__(env)
         self.safety = safety
         self._obs = None
 
+    def _unsafe(self, obs) -> bool:
+        barriers = self.safety.barriers
+        return bool(barriers) and float(barrier_values(barriers, np.asarray(obs)[None]).min()) < 0
+
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
+        for _ in range(MAX_SAFE_RESETS):
+            if not self._unsafe(obs):
+                break
+            obs, info = self.env.reset(options=kwargs.get("options"))
+        else:
+            raise RuntimeError(f"no safe start state in {MAX_SAFE_RESETS} resets")
         self._obs = np.asarray(obs, dtype=np.float64)
         info["cost"] = 0.0
         return obs, info

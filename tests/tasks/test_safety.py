@@ -126,3 +126,20 @@ def test_obstacle_costs_label_the_dataset_and_the_env_alike():
         (0.2 / 0.3) ** 2 - 1,
     )
     env.close()
+
+
+def test_episodes_start_outside_the_obstacles_reproducibly():
+    spec = get_task("obstacles-pointmaze-umaze")
+    env = make_env(spec)
+    starts = []
+    for seed in range(200):
+        obs, _ = env.reset(seed=seed)
+        starts.append(obs)
+    starts = np.asarray(starts)
+    assert barrier_values(spec.safety.barriers, starts).min() >= 0
+    again = np.asarray([make_env(spec).reset(seed=seed)[0] for seed in (3, 150)])
+    np.testing.assert_array_equal(again, starts[[3, 150]])
+    plain = make_env(get_task("pointmaze-umaze"))
+    plain_starts = np.asarray([plain.reset(seed=seed)[0] for seed in range(200)])
+    assert barrier_values(spec.safety.barriers, plain_starts).min() < 0  # the redraw is exercised
+    env.close()
