@@ -46,3 +46,12 @@ def test_forge_cli_rejects_unknown_tasks(workdir):
     assert done.returncode != 0
     assert "unknown task 'pointmaze-giant'" in done.stderr and "pointmaze-umaze" in done.stderr
     assert list(cwd.iterdir()) == [] and not data.exists()
+
+
+def test_a_safe_task_forges_the_dataset_of_its_base_task(workdir):
+    cwd, data = workdir
+    done = _forge_cli(["task=obstacles-pointmaze-umaze", "data.scale=0.002"], cwd, data)
+    assert done.returncode == 0, done.stderr
+    assert "trains on the dataset of pointmaze-umaze" in done.stdout
+    assert (data / "pointmaze-umaze" / "scale0.002-seed0.hdf5").exists()
+    assert not (data / "obstacles-pointmaze-umaze").exists()
