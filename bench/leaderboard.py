@@ -87,13 +87,46 @@ def algo_order(names: Iterable[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
-def label_entries(summary: pd.DataFrame) -> pd.DataFrame:
-    """Name each row's entry: the algorithm, plus its config hash where one task has several."""
+LABEL_IGNORED = ("seed", "results_dir", "device", "force", "algo_resolved")
+MAX_LABEL_KEYS = 3
+
+
+def flat_configs(records: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Each config hash's run config as ``dotted.key -> value`` (seed and paths left out)."""
+    out = {}
+    for rec in records["record"]:
+        config = {k: v for k, v in (rec.get("config") or {}).items() if k not in LABEL_IGNORED}
+        flat = pd.json_normalize(config, sep=".").iloc[0] if config else {}
+        out[str(rec.get("config_hash"))] = {k: str(v) for k, v in dict(flat).items()}
+    return out
+
+
+def variant_label(hashes: list[str], configs: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Per hash, the settings that tell it apart from the others (``method=robust``), or its hash
+    when no recorded setting differs."""
+    keys = sorted({k for h in hashes for k in configs.get(h, {})})
+    differing = [k for k in keys if len({configs.get(h, {}).get(k) for h in hashes}) > 1]
+    labels = {}
+    for h in hashes:
+        parts = [f"{k.removeprefix('algo.')}={configs[h].get(k)}" for k in differing]
+        labels[h] = ", ".join(parts[:MAX_LABEL_KEYS]) if parts and h in configs else f"cfg {h}"
+    return labels
+
+
+def label_entries(summary: pd.DataFrame, configs: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """Name each row's entry: the algorithm, plus what sets its configuration apart where one
+    task has several (``safediffuser (method=robust)``)."""
     summary = summary.copy()
-    cell = [*stats.SECTION_KEYS, "task", "algo"]
-    several = summary.groupby(cell)["config_hash"].transform("nunique") > 1
+    summary["variant"] = ""
+    for _, group in summary.groupby([*stats.SECTION_KEYS, "task", "algo"]):
+        hashes = sorted(group["config_hash"].unique())
+        if len(hashes) > 1:
+            labels = variant_label(hashes, configs)
+            summary.loc[group.index, "variant"] = group["config_hash"].map(labels)
     summary["entry"] = np.where(
-        several, summary["algo"] + " [cfg " + summary["config_hash"] + "]", summary["algo"]
+        summary["variant"] != "",
+        summary["algo"] + " (" + summary["variant"] + ")",
+        summary["algo"],
     )
     return summary
 
@@ -156,7 +189,7 @@ def entry_cell(entry: pd.Series, prefix: str) -> str:
     if n == 0:
         return MISSING
     cell = mean_std_cell(entry[f"{prefix}_mean"], entry[f"{prefix}_std"], n)
-    return cell if entry["entry"] == entry["algo"] else f"{cell} [cfg {entry['config_hash']}]"
+    return f"{cell} [{entry['variant']}]" if entry["variant"] else cell
 
 
 def aggregate_table(agg: pd.DataFrame) -> Table:
@@ -260,6 +293,7 @@ def safety_table(safe: pd.DataFrame) -> Table:
                     num(g["barrier_min_planned"].min(), 3),
                 ]
             )
+    rows.sort(key=lambda row: row[:4])
     columns = [*SECTION_COLUMNS, "task", "algo", "normalized score", "episode cost", "budget"]
     columns += ["% episodes over budget", "min b (executed)", "min b (planned)"]
     note = (
@@ -563,7 +597,7 @@ def build(results: Path, out: Path, plots: bool = True, paper_path: Path = PAPER
     records, problems = load_records(results)
     df = prepare(records)
     runs = scored_runs(df)
-    summary = label_entries(stats.summarize(runs))
+    summary = label_entries(stats.summarize(runs), flat_configs(records))
     runs = runs.merge(summary[[*stats.GROUP_KEYS, "entry"]], on=list(stats.GROUP_KEYS), how="left")
     agg = stats.aggregate(runs)
     prof = stats.profiles(runs, profile_taus(runs))
@@ -596,7 +630,7 @@ def build(results: Path, out: Path, plots: bool = True, paper_path: Path = PAPER
     (out / "leaderboard.tex").write_text("\n".join(latex(t) for t in tables))
     for table in tables:
         (out / f"{table.name}.csv").write_text(csv_text(table))
-    summary.drop(columns="entry").to_csv(
+    summary.drop(columns=["entry", "variant"]).to_csv(
         out / "scores.csv", index=False, float_format="%.4f", lineterminator="\n"
     )
     prof.to_csv(out / "profiles.csv", index=False, float_format="%.4f", lineterminator="\n")

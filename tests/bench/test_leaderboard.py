@@ -29,7 +29,7 @@ def write_record(results: Path, task: str, algo: str, seed: int, final: float | 
         "seed": seed,
         "status": status,
         "failure_reason": kw.get("reason"),
-        "config": {},
+        "config": kw.get("config", {}),
         "config_hash": kw.get("hash", "cafe0001"),
         "budget": {
             "name": kw.get("budget", "standard"),
@@ -180,6 +180,18 @@ def test_config_variants_are_never_averaged_together(tmp_path):
     cell = read_csv(tmp_path / "out" / "final_scores.csv")[0]["iql"]
     assert cell == "10.0 (n=1) [cfg aaaa]; 90.0 (n=1) [cfg bbbb]"
     assert read_csv(tmp_path / "out" / "aggregate.csv")[0]["mixed configs"] == "yes"
+
+
+def test_config_variants_are_named_by_the_settings_that_differ(tmp_path):
+    results = tmp_path / "results"
+    for seed, (hash_, method) in enumerate([("aaaa", "robust"), ("bbbb", "none")]):
+        config = {"seed": seed, "task": "hopper-medium-v2", "algo": {"method": method, "k": 1}}
+        write_record(
+            results, "hopper-medium-v2", "iql", seed, 10.0 * seed, hash=hash_, config=config
+        )
+    leaderboard.build(results, tmp_path / "out", plots=False)
+    cell = read_csv(tmp_path / "out" / "final_scores.csv")[0]["iql"]
+    assert cell == "0.0 (n=1) [method=robust]; 10.0 (n=1) [method=none]"
 
 
 def test_latex_and_markdown_escape(results, tmp_path):
