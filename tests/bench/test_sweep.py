@@ -52,7 +52,7 @@ def test_named_grids_use_registered_tasks_and_algorithms(name):
 
 
 def test_standard_grids():
-    assert sweep.available_grids() >= ["locomotion", "maze2d", "quick"]
+    assert {"locomotion", "maze2d", "quick"} <= set(sweep.available_grids())
     loco = sweep.load_grid("locomotion")
     assert len(loco["params"]["task"]) == 9 and loco["params"]["seed"] == [0, 1, 2, 3, 4]
     quick = sweep.load_grid("quick")["params"]
