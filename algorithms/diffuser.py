@@ -67,6 +67,7 @@ from algorithms.common.planning import (
     best_of,
     clip_range,
     follow_plan,
+    planner_family,
     to_tensor,
     with_inpainting,
 )
@@ -148,21 +149,11 @@ class Config:
     controller: str = "auto"  # pd: follow planned states (mazes); actions: planned actions
 
 
-def task_family(info: TaskInfo) -> str:
-    """``maze-<size>`` for point mazes (by task id), else ``locomotion``."""
-    if info.kind == "maze":
-        for size in ("umaze", "medium", "large"):
-            if size in info.data_id:
-                return f"maze-{size}"
-        return "maze-medium"
-    return "locomotion"
-
-
 def resolve_config(cfg: Config, info: TaskInfo) -> Config:
     """``cfg`` with the official per-task values where a field is ``None`` / ``auto``."""
     if cfg.controller not in CONTROLLERS:
         raise ValueError(f"unknown controller {cfg.controller!r}; valid: {', '.join(CONTROLLERS)}")
-    family = task_family(info)
+    family = planner_family(info)
     defaults = dict(PAPER_DEFAULTS[family])
     if family.startswith("maze"):
         defaults = {**MAZE_COMMON, **defaults}

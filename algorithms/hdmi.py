@@ -63,6 +63,7 @@ from algorithms.common.planning import (
     condition,
     dropped,
     guided,
+    planner_family,
     returns_scale,
     to_tensor,
     with_inpainting,
@@ -112,18 +113,9 @@ class Config:
     replan_every: int | None = None  # None: 1 on locomotion, K on mazes; 0: once per episode
 
 
-def task_family(info: TaskInfo) -> str:
-    if info.kind == "maze":
-        for size in ("umaze", "medium", "large"):
-            if size in info.data_id:
-                return f"maze-{size}"
-        return "maze-medium"
-    return "locomotion"
-
-
 def resolve_config(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
     """Fill ``None`` fields from the task family and the dataset's returns scale."""
-    defaults = FAMILY_DEFAULTS[task_family(info)]
+    defaults = FAMILY_DEFAULTS[planner_family(info)]
     out = dataclasses.replace(
         cfg,
         subgoal_interval=cfg.subgoal_interval or defaults["subgoal_interval"],

@@ -148,6 +148,16 @@ class Normalizer:
         return (s - self.s_mean[dims]) / self.s_std[dims]
 
 
+def planner_family(info: TaskInfo) -> str:
+    """The planners' task family: ``maze-<size>`` for point mazes (by task id), else ``locomotion``."""
+    if info.kind == "maze":
+        for size in ("umaze", "medium", "large"):
+            if size in info.data_id:
+                return f"maze-{size}"
+        return "maze-medium"
+    return "locomotion"
+
+
 def clip_range(bound: float | None) -> tuple[float, float] | None:
     """``(-bound, bound)`` for the sampler's ``clip_denoised`` (None: no clamp)."""
     return None if bound is None else (-bound, bound)
