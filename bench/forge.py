@@ -10,7 +10,9 @@ Locomotion tasks collect with the behaviour policies shipped in ``tasks/policies
 ``forge.retrain=true`` first trains them from scratch (:mod:`tasks.forge.sac`,
 ``forge.train_steps`` env steps, default 1M: hours on a 2-core CPU, see the error message of a
 missing policy for the measured estimate; ``forge.train_threads`` torch threads, default 1, the
-faster setting on a shared machine), resuming an interrupted run of the same settings from
+faster setting on a shared machine; ``forge.until=medium`` stops once the medium level is reached
+and writes the set without ``expert``, so ``random``, ``medium`` and ``medium-replay`` forge
+while the expert run waits), resuming an interrupted run of the same settings from
 ``$DIFFRL_DATA_DIR/sac/``, writes them to the policy directory (``$DIFFRL_POLICY_DIR`` overrides
 the package's) and then forges the dataset again, since it came from the old policies. Datasets
 forged earlier for the env's other levels keep the old policies' sha256 in their attributes;
@@ -43,7 +45,13 @@ CONFIG = {
     "seed": 0,
     "force": False,
     "data": {"scale": 1.0},
-    "forge": {"retrain": False, "train_steps": 1_000_000, "train_seed": 0, "train_threads": 1},
+    "forge": {
+        "retrain": False,
+        "train_steps": 1_000_000,
+        "train_seed": 0,
+        "train_threads": 1,
+        "until": "expert",
+    },
     "hydra": {"run": {"dir": "."}, "output_subdir": None},
 }
 ConfigStore.instance().store(name="forge", node=CONFIG)
@@ -62,7 +70,7 @@ def main(cfg: DictConfig) -> None:
     force = bool(cfg.force)
     if cfg.forge.retrain:
         torch.set_num_threads(int(cfg.forge.train_threads))
-        retrain(spec, int(cfg.forge.train_steps), int(cfg.forge.train_seed))
+        retrain(spec, int(cfg.forge.train_steps), int(cfg.forge.train_seed), str(cfg.forge.until))
         force = True
     existed = forged_path(spec, scale, seed).exists() and not force
     try:
@@ -77,14 +85,17 @@ def main(cfg: DictConfig) -> None:
         print(f"wrote {path}")
 
 
-def retrain(spec: TaskSpec, train_steps: int, train_seed: int) -> None:
-    """Train ``spec``'s behaviour policies from scratch and write them where forges read them."""
+def retrain(spec: TaskSpec, train_steps: int, train_seed: int, until: str = "expert") -> None:
+    """Train ``spec``'s behaviour policies from scratch (to the expert, or ``until="medium"``)
+    and write them where forges read them."""
     if spec.forge != "locomotion":
         sys.exit(f"bench.forge: forge.retrain applies to locomotion tasks, not {spec.task_id}")
     env = spec.forge_params["env"]
     try:
-        manifest = retrain_behaviour_policies(env, train_steps, train_seed, progress=True)
-    except ValueError as e:  # no checkpoint reached the medium threshold
+        manifest = retrain_behaviour_policies(
+            env, train_steps, train_seed, progress=True, until=until
+        )
+    except ValueError as e:  # a bad forge.until, or no checkpoint reached the medium threshold
         sys.exit(f"bench.forge: {e}")
     policies = json.loads(manifest.read_text())["policies"]
     summary = ", ".join(f"{k} {v['eval_return_mean']:.0f}" for k, v in policies.items())

@@ -4,9 +4,10 @@ Protocol (D4RL paper, section 5, and ``scripts/generation/mujoco/collect_data.py
 behaviour policies trained by :mod:`tasks.forge.sac`:
 
 * ``random``: the untrained actor (the SAC run's step-0 checkpoint);
-* ``medium``: the first checkpoint whose evaluation return reaches one third of the expert's
-  (:func:`~tasks.forge.sac.select_medium_checkpoint`);
-* ``expert``: the final checkpoint of the full run;
+* ``medium``: the first checkpoint whose evaluation return reaches about one third of the
+  expert's (:func:`medium_threshold`, :func:`~tasks.forge.sac.select_medium_checkpoint`);
+* ``expert``: the final checkpoint of the full run (absent from a set exported before the run
+  ended);
 * ``medium-replay``: the replay buffer up to the medium point, re-created from the checkpoints
   saved along the way (every 10k steps up to 100k, then every 50k: :func:`replay_schedule`):
   checkpoint ``k`` (saved at training step ``s_k``) is rolled out with its stochastic actions for
@@ -43,8 +44,12 @@ Departures from D4RL's protocol, on purpose:
 * ``medium-replay`` is re-rolled from checkpoints instead of copying SAC's buffer, so within a
   window the behaviour policy is the window's first checkpoint rather than the continuously
   updated one;
-* the medium threshold is one third of our expert's evaluation return, both evaluated with
-  stochastic actions (D4RL: "about one third").
+* the medium threshold is a D4RL-normalized score of 100/3 (one third of the way from D4RL's random
+  to its expert reference return, :func:`medium_threshold`) rather than one third of our own
+  expert's return (D4RL: "about one third" of its expert, whose return is that reference): the
+  level then means the same score whatever our expert reaches, and ``medium`` and
+  ``medium-replay`` ship as soon as SAC reaches it (``forge.until=medium``), before the expert run
+  ends. Checkpoints are evaluated with stochastic actions.
 
 Shipped behaviour policies live in ``tasks/policies/<env>/`` (``$DIFFRL_POLICY_DIR`` overrides):
 ``random|medium|expert.safetensors`` (float32 actor weights), ``replay.safetensors`` (the
@@ -77,6 +82,7 @@ from tqdm import tqdm
 
 from tasks.forge import ForgeNotAvailableError, data_root
 from tasks.forge.sac import (
+    Checkpoint,
     EnvBatch,
     SACConfig,
     TanhGaussianActor,
@@ -203,6 +209,8 @@ def missing_policies_message(env: str, name: str) -> str:
         f"CPU at the measured ~{MEASURED_SAC_STEPS_PER_S} steps/s, less on an idle one; resumable) "
         "with:\n"
         f"  python -m bench.forge task={env}-medium-v2 forge.retrain=true\n"
+        "(add forge.until=medium to stop once the medium level is reached: random, medium and "
+        "medium-replay then forge, expert and medium-expert need the full run).\n"
         f"The random level needs no training: python -m bench.forge task={env}-random-v2"
     )
 
@@ -285,10 +293,14 @@ def export_policy_set(
     curve = json.loads((run_dir / "curve.json").read_text())
     checkpoints = curve["checkpoints"]
     means = [c["mean_return"] for c in checkpoints]
-    medium = select_medium_checkpoint(means, means[-1], MEDIUM_FRACTION)
+    threshold = medium_threshold(env)
+    medium = select_medium_checkpoint(means, threshold)
     if medium == 0:
         raise ValueError(f"{run_dir}: the untrained actor already reaches the medium threshold")
-    picks = {"random": 0, "medium": medium, "expert": len(checkpoints) - 1}
+    finished = checkpoints[-1]["step"] >= curve["config"]["total_steps"]
+    picks = {"random": 0, "medium": medium}
+    if finished:
+        picks["expert"] = len(checkpoints) - 1
     env_id = LOCOMOTION[env][0]
     actors = {name: _load_run_actor(run_dir, checkpoints[i]) for name, i in picks.items()}
     returns = {
@@ -304,11 +316,16 @@ def export_policy_set(
         "trainer": "tasks.forge.sac (lean SAC, rlkit settings)",
         "config": curve["config"],
         "medium_selection": {
+            "rule": "first checkpoint whose return reaches fraction of D4RL's normalized range",
             "fraction": MEDIUM_FRACTION,
-            "expert_curve_return": means[-1],
-            "threshold": MEDIUM_FRACTION * means[-1],
+            "d4rl_ref_min_max": list(LOCOMOTION[env][1:]),
+            "threshold": threshold,
             "checkpoint_index": medium,
         },
+        "expert": "final checkpoint"
+        if finished
+        else f"not yet trained (run at step {checkpoints[-1]['step']:,} of "
+        f"{curve['config']['total_steps']:,})",
         "curve": [{"step": c["step"], "mean_return": c["mean_return"]} for c in checkpoints],
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpu_count": os.cpu_count(),
@@ -319,6 +336,13 @@ def export_policy_set(
     return write_policy_set(
         env, directory or policy_dir(env), actors, returns, steps, replay, provenance
     )
+
+
+def medium_threshold(env: str) -> float:
+    """The return that makes a checkpoint ``medium``: ``MEDIUM_FRACTION`` of the way from D4RL's
+    random to its expert reference return, i.e. a D4RL-normalized score of 100/3."""
+    _, ref_min, ref_max = LOCOMOTION[env]
+    return ref_min + MEDIUM_FRACTION * (ref_max - ref_min)
 
 
 def replay_schedule(steps: Sequence[int], medium_step: int) -> list[tuple[int, int]]:
@@ -347,13 +371,23 @@ def retrain_behaviour_policies(
     seed: int = 0,
     progress: bool = True,
     directory: str | os.PathLike | None = None,
+    until: str = "expert",
 ) -> Path:
     """Train SAC on ``env`` from scratch (resuming an interrupted run of the same settings) and
-    write its behaviour-policy set; returns the ``policies.json`` path."""
+    write its behaviour-policy set; returns the ``policies.json`` path. ``until="medium"`` stops
+    once a checkpoint reaches :func:`medium_threshold` and writes a set without ``expert``
+    (``random``, ``medium``, ``medium-replay`` forge from it); a later call resumes the run."""
+    if until not in ("medium", "expert"):
+        raise ValueError(f"until must be 'medium' or 'expert', got {until!r}")
     cfg = SACConfig(env_id=LOCOMOTION[env][0], total_steps=total_steps, seed=seed)
     run_dir = sac_run_dir(env, seed, total_steps)
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_sac(cfg, run_dir, progress)
+    threshold = medium_threshold(env)
+
+    def medium_reached(checkpoints: list[Checkpoint]) -> bool:
+        return any(c.mean_return >= threshold for c in checkpoints[1:])
+
+    train_sac(cfg, run_dir, progress, medium_reached if until == "medium" else None)
     return export_policy_set(env, run_dir, directory)
 
 

@@ -49,7 +49,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -332,26 +332,18 @@ class Checkpoint:
     returns: list[float] = field(default_factory=list)
 
 
-def select_medium_checkpoint(
-    returns: Sequence[float], expert_return: float, fraction: float = 1 / 3
-) -> int:
-    """Index of the first checkpoint whose return reaches ``fraction`` of ``expert_return``.
+def select_medium_checkpoint(returns: Sequence[float], threshold: float) -> int:
+    """Index of the first checkpoint whose evaluation return reaches ``threshold``.
 
     D4RL's ``medium`` level: SAC stopped once its evaluation return reaches about one third of the
-    expert's. Raises ``ValueError`` when no checkpoint reaches it (train longer) or when the
-    expert's return is not positive (the fraction would mean nothing).
+    expert's (``tasks.forge.locomotion.medium_threshold``). Raises ``ValueError`` when no
+    checkpoint reaches it (train longer).
     """
-    if expert_return <= 0:
-        raise ValueError(f"expert return must be positive, got {expert_return}")
-    threshold = fraction * expert_return
     for i, value in enumerate(returns):
         if value >= threshold:
             return i
     best = max(returns, default=float("nan"))
-    raise ValueError(
-        f"no checkpoint reaches {fraction:.3g} x {expert_return:.1f} = {threshold:.1f} "
-        f"(best {best:.1f}); train longer"
-    )
+    raise ValueError(f"no checkpoint reaches {threshold:.1f} (best {best:.1f}); train longer")
 
 
 def make_actor(env_id: str, hidden: int = 256) -> TanhGaussianActor:
@@ -463,12 +455,18 @@ class SACTrainer:
         self.buffer.add(obs, actions, out.rewards, out.next_obs, out.terminated)
         self.step += self.envs.n
 
-    def train(self, progress: bool = True) -> list[Checkpoint]:
-        """Run (or resume) training to ``total_steps``; returns the evaluated actor checkpoints."""
+    def train(
+        self, progress: bool = True, until: Callable[[list[Checkpoint]], bool] | None = None
+    ) -> list[Checkpoint]:
+        """Run (or resume) training to ``total_steps``, or until ``until(checkpoints)`` holds after
+        an actor checkpoint (the state is then saved, so a later call goes on from there);
+        returns the evaluated actor checkpoints."""
         cfg = self.cfg
         self.resume()
         if self.step == 0:
             self.save_actor()
+        if until is not None and until(self.checkpoints):
+            return self.checkpoints
         with tqdm(
             total=cfg.total_steps,
             initial=self.step,
@@ -484,11 +482,15 @@ class SACTrainer:
                         self.metrics += self.update()
                         self.updates_since_log += 1
                 bar.update(self.envs.n)
+                stop = False
                 if self.step % cfg.checkpoint_every == 0 or self.step >= cfg.total_steps:
                     self.save_actor()
                     bar.set_postfix(self._postfix(), refresh=False)
-                if self.step % cfg.save_every == 0 or self.step >= cfg.total_steps:
+                    stop = until is not None and until(self.checkpoints)
+                if stop or self.step % cfg.save_every == 0 or self.step >= cfg.total_steps:
                     self.save_state()
+                if stop:
+                    break
         return self.checkpoints
 
     def _postfix(self) -> dict[str, str]:
@@ -641,13 +643,17 @@ def _read_json(path: Path) -> Any:
 
 
 def train_sac(
-    cfg: SACConfig, run_dir: str | os.PathLike, progress: bool = True
+    cfg: SACConfig,
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    until: Callable[[list[Checkpoint]], bool] | None = None,
 ) -> list[Checkpoint]:
-    """Train (or resume) SAC in ``run_dir`` and return its evaluated checkpoints with timings."""
+    """Train (or resume) SAC in ``run_dir`` (to the end, or ``until`` as in
+    :meth:`SACTrainer.train`) and return its evaluated checkpoints."""
     trainer = SACTrainer(cfg, run_dir)
     start = time.perf_counter()
     try:
-        checkpoints = trainer.train(progress)
+        checkpoints = trainer.train(progress, until)
     finally:
         trainer.close()
     if progress:

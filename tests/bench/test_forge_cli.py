@@ -55,3 +55,13 @@ def test_a_safe_task_forges_the_dataset_of_its_base_task(workdir):
     assert "trains on the dataset of pointmaze-umaze" in done.stdout
     assert (data / "pointmaze-umaze" / "scale0.002-seed0.hdf5").exists()
     assert not (data / "obstacles-pointmaze-umaze").exists()
+
+
+def test_retrain_rejects_an_unknown_stopping_level(workdir):
+    cwd, data = workdir
+    done = _forge_cli(
+        ["task=hopper-medium-v2", "forge.retrain=true", "forge.until=replay"], cwd, data
+    )
+    assert done.returncode != 0
+    assert "until must be 'medium' or 'expert', got 'replay'" in done.stderr
+    assert not data.exists()

@@ -1,6 +1,7 @@
 """Locomotion forge: layout, episode flags, determinism, medium selection, the SAC trainer."""
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -35,9 +36,10 @@ FAKE_STEPS = (0, 1000, 2000, 3000, 4000)
 FAKE_RETURNS = (10.0, 200.0, 900.0, 1500.0, 3000.0)  # medium = index 3 (first >= 1000)
 
 
-@pytest.fixture
-def fake_policies(tmp_path, monkeypatch):
-    """A hopper policy set exported from a fake SAC run of untrained actors (seeded inits)."""
+def _fake_run(tmp_path, monkeypatch, total_steps: int):
+    """A hopper SAC run directory of seeded untrained actors with ``FAKE_RETURNS``, planned for
+    ``total_steps`` (more than ``FAKE_STEPS`` reach: a run still training), exported as the
+    hopper policy set."""
     monkeypatch.setenv("DIFFRL_POLICY_DIR", str(tmp_path / "policies"))
     monkeypatch.setattr(locomotion, "POLICY_EVAL_EPISODES", 2)
     run = tmp_path / "run"
@@ -47,23 +49,46 @@ def fake_policies(tmp_path, monkeypatch):
         torch.manual_seed(i)
         path = save_actor_weights(make_actor("Hopper-v5"), run / "actors" / f"step{step}.st")
         checkpoints.append({"step": step, "path": f"actors/{path.name}", "mean_return": ret})
-    config = {"env_id": "Hopper-v5", "checkpoint_every": 1000}
+    config = {"env_id": "Hopper-v5", "checkpoint_every": 1000, "total_steps": total_steps}
     (run / "curve.json").write_text(json.dumps({"config": config, "checkpoints": checkpoints}))
     export_policy_set("hopper", run)
     return run
 
 
+@pytest.fixture
+def fake_policies(tmp_path, monkeypatch):
+    """A hopper policy set exported from a finished fake SAC run."""
+    return _fake_run(tmp_path, monkeypatch, total_steps=FAKE_STEPS[-1])
+
+
 def test_select_medium_checkpoint():
-    assert select_medium_checkpoint([0, 100, 400, 1200, 3000], 3000) == 3
-    assert select_medium_checkpoint([0, 1000, 2000], 3000) == 1  # reaching exactly counts
-    assert select_medium_checkpoint([1500, 10, 3000], 3000) == 0  # reached at the first
-    assert select_medium_checkpoint([0, 1600, 2000], 3000, fraction=0.6) == 2
-    with pytest.raises(ValueError, match=r"= 1000\.0 \(best 999\.0\); train longer"):
-        select_medium_checkpoint([0, 10, 999], 3000)
+    assert select_medium_checkpoint([0, 100, 400, 1200, 3000], 1000) == 3
+    assert select_medium_checkpoint([0, 1000, 2000], 1000) == 1  # reaching exactly counts
+    assert select_medium_checkpoint([1500, 10, 3000], 1000) == 0  # reached at the first
+    with pytest.raises(ValueError, match=r"reaches 1000\.0 \(best 999\.0\); train longer"):
+        select_medium_checkpoint([0, 10, 999], 1000)
     with pytest.raises(ValueError, match="no checkpoint"):
-        select_medium_checkpoint([], 3000)
-    with pytest.raises(ValueError, match="must be positive"):
-        select_medium_checkpoint([1, 2], -5.0)
+        select_medium_checkpoint([], 1000)
+
+
+def test_medium_threshold_is_a_third_of_d4rl_normalized_range():
+    # hopper: D4RL's random and expert references are -20.27 and 3234.3
+    assert locomotion.medium_threshold("hopper") == pytest.approx(1064.6, abs=0.1)
+    for env, (_, ref_min, ref_max) in LOCOMOTION.items():
+        normalized = 100 * (locomotion.medium_threshold(env) - ref_min) / (ref_max - ref_min)
+        assert normalized == pytest.approx(100 / 3)
+
+
+def test_export_before_the_run_ends_ships_medium_and_replay_without_expert(tmp_path, monkeypatch):
+    _fake_run(tmp_path, monkeypatch, total_steps=1_000_000)
+    policies = load_policy_set("hopper")
+    assert set(policies.manifest["policies"]) == {"random", "medium"}
+    assert policies.manifest["policies"]["medium"]["train_step"] == 3000
+    assert "step 4,000 of 1,000,000" in policies.manifest["provenance"]["expert"]
+    forge(get_task("hopper-medium-replay-v2"), scale=SCALE, progress=False)
+    for task in ("hopper-expert-v2", "hopper-medium-expert-v2"):
+        with pytest.raises(BehaviourPoliciesMissingError, match="no shipped expert"):
+            forge(get_task(task), scale=SCALE, progress=False)
 
 
 def test_replay_schedule_is_dense_early_then_sparse():
@@ -276,25 +301,42 @@ def test_sac_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert actors == [f"step{s:09d}.safetensors" for s in (0, 100, 200, 300)]
 
 
-SHIPPED = [
-    env
-    for env in LOCOMOTION
-    if (policy_dir(env) / "policies.json").exists()
-    and {"medium", "expert"}
-    <= set(json.loads((policy_dir(env) / "policies.json").read_text())["policies"])
-]
+def _shipped_levels(env: str) -> list[str]:
+    manifest = policy_dir(env) / "policies.json"
+    names = json.loads(manifest.read_text())["policies"] if manifest.exists() else {}
+    return [name for name in ("random", "medium", "expert") if name in names]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sac_stops_at_until_and_resumes_bit_for_bit(tmp_path):
+    cfg = _tiny_sac()
+    straight = SACTrainer(cfg, tmp_path / "straight")
+    straight.train(progress=False)
+    stopped = SACTrainer(cfg, tmp_path / "stopped")
+    stopped.train(progress=False, until=lambda checkpoints: checkpoints[-1].step >= 100)
+    assert stopped.step == 100
+    assert json.loads((tmp_path / "stopped" / "state.json").read_text())["step"] == 100
+    resumed = SACTrainer(cfg, tmp_path / "stopped")
+    resumed.train(progress=False)
+    assert resumed.step == 300
+    for key, value in straight.actor.state_dict().items():
+        torch.testing.assert_close(resumed.actor.state_dict()[key], value, rtol=0, atol=0)
+
+
+SHIPPED = [env for env in LOCOMOTION if len(_shipped_levels(env)) >= 2]
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no trained behaviour policies are shipped yet")
 @pytest.mark.parametrize("env", SHIPPED)
 def test_shipped_expert_beats_medium_beats_random(env):
+    """Every shipped level beats the one below it (expert only once its run has ended)."""
     policies = load_policy_set(env)
     env_id = LOCOMOTION[env][0]
-    returns = {
-        name: evaluate_actor(policies.actor(name), env_id, episodes=4, seed=7).mean()
-        for name in ("random", "medium", "expert")
-    }
-    assert returns["expert"] > returns["medium"] > returns["random"], returns
+    returns = [
+        evaluate_actor(policies.actor(name), env_id, episodes=4, seed=7).mean()
+        for name in _shipped_levels(env)
+    ]
+    assert all(lo < hi for lo, hi in pairwise(returns)), returns
 
 
 def test_shipped_random_policy_is_where_a_seed_0_sac_run_starts(tmp_path):
