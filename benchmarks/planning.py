@@ -10,9 +10,10 @@ denoising pass for every environment and candidate plan), ``one at a time`` call
 Both are measured in this process on the same dataset states.
 
 Table 2, the sampler: the agent is trained for ``--train-steps`` updates (or loaded from a
-``bench.run`` checkpoint with ``--checkpoint``), then evaluated on ``--episodes`` episodes with
+``bench.run`` checkpoint with ``--checkpoint``, built from that run's saved ``config.yaml``: its
+algorithm settings, task and data scale replace the defaults below), then evaluated on ``--episodes`` episodes with
 all T DDPM steps and with DDIM at each ``--ddim`` step count, under the algorithm's own acting
-settings: score, success rate and decisions/s of the whole evaluation.
+settings: score, success rate and decisions/s of the whole evaluation (``--episodes 0`` skips it).
 
 ``--set`` overrides algorithm fields for every algorithm that has them (e.g. ``horizon=64``);
 the defaults below are a reduced CPU budget, stated in the output. Threads: ``--threads``
@@ -24,12 +25,15 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -76,6 +80,15 @@ def parse_value(text: str):
 def make_config(module, overrides: dict):
     fields = {f.name for f in dataclasses.fields(module.Config)}
     return module.Config(**{k: v for k, v in overrides.items() if k in fields})
+
+
+def run_settings(checkpoint: str) -> tuple[str, str, float, dict]:
+    """Algorithm, task, data scale and algorithm fields of the ``bench.run`` run that saved
+    ``checkpoint`` (its ``config.yaml`` sits beside it); lists become tuples as in a Config."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(checkpoint).parent / "config.yaml"))
+    record = json.loads((Path(checkpoint).parent / "record.json").read_text())
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["algo"].items()}
+    return record["algo"], cfg["task"], cfg["data"]["scale"], fields
 
 
 def time_planning(agent, obs: np.ndarray, calls: int) -> tuple[float, float]:
@@ -126,7 +139,9 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=20)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=0)
-    parser.add_argument("--checkpoint", default=None, help="bench.run checkpoint.pt (one algo)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="bench.run checkpoint.pt (its algo and task are used)"
+    )
     parser.add_argument("--ddim", default="5,10")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
@@ -135,6 +150,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     overrides = {**REDUCED, **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}}
+    if args.checkpoint:
+        args.algos, args.task, args.scale, overrides = run_settings(args.checkpoint)
     spec = get_task(args.task)
     dataset = load_dataset(spec, scale=args.scale, verbose=False)
     info = task_info(spec, dataset)
@@ -163,7 +180,7 @@ def main() -> None:
             steps_per_s = float("nan")
         else:
             steps_per_s = train(agent, dataset, args.train_steps)
-        for ddim in [None, *ddim_counts]:
+        for ddim in [None, *ddim_counts] if args.episodes else []:
             torch.manual_seed(1)
             result = evaluate(
                 with_sampler(agent, ddim),
@@ -196,7 +213,8 @@ def main() -> None:
         f"overrides {overrides}; {args.train_steps} training steps; {args.episodes} episodes"
     )
     console.print(speed)
-    console.print(sampler)
+    if args.episodes:
+        console.print(sampler)
 
 
 if __name__ == "__main__":
