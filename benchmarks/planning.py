@@ -177,9 +177,9 @@ def main() -> None:
         if args.checkpoint:
             state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
             agent.load_state_dict(state["agent"])
-            steps_per_s = float("nan")
+            train_speed = "—"  # trained elsewhere
         else:
-            steps_per_s = train(agent, dataset, args.train_steps)
+            train_speed = f"{train(agent, dataset, args.train_steps):.1f}"
         for ddim in [None, *ddim_counts] if args.episodes else []:
             torch.manual_seed(1)
             result = evaluate(
@@ -194,7 +194,7 @@ def main() -> None:
             label = f"DDPM T={agent.cfg.n_diffusion_steps}" if ddim is None else f"DDIM {ddim}"
             sampler.add_row(
                 name,
-                f"{steps_per_s:.1f}",
+                train_speed,
                 label,
                 f"{summary.get('success_rate', float('nan')):.2f}",
                 f"{summary['normalized_mean']:.1f}",
@@ -210,7 +210,13 @@ def main() -> None:
     )
     console.print(
         f"task {args.task} ({dataset.provenance.source}, {len(dataset):,} transitions); "
-        f"overrides {overrides}; {args.train_steps} training steps; {args.episodes} episodes"
+        f"overrides {overrides}; "
+        + (
+            f"trained: {args.checkpoint}"
+            if args.checkpoint
+            else f"{args.train_steps} training steps"
+        )
+        + f"; {args.episodes} episodes"
     )
     console.print(speed)
     if args.episodes:
