@@ -3,9 +3,10 @@
 ``source="auto"`` tries, in order (DESIGN section 3): the D4RL HDF5 file in
 ``$D4RL_DATASET_DIR`` (default ``~/.d4rl/datasets``); the local Minari dataset (minari's store,
 ``$MINARI_DATASETS_PATH``; never downloaded here); the dataset already forged at
-(``scale``, ``forge_seed``); a fresh forge when the task's forge is cheap. Otherwise
+(``scale``, ``forge_seed``); a fresh forge when the task's forge is cheap or, for locomotion,
+when its behaviour policies are shipped (:func:`tasks.forge.forges_on_first_use`). Otherwise
 :class:`DatasetNotFoundError` says exactly how to get the data. ``source="d4rl"|"minari"|"forged"``
-restricts the search to that source (``forged`` still forges a cheap task on first use);
+restricts the search to that source (``forged`` still forges on first use as ``auto`` does);
 ``scale`` and ``forge_seed`` only concern forged data.
 
 Reference scores are the spec's constants when it has them, else the ones stored with the data
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tasks.envs import MAZE2D_ENV_ID, maze2d_from_pointmaze
-from tasks.forge import data_root, forge, forge_available, forged_path
+from tasks.forge import data_root, forge, forge_available, forged_path, forges_on_first_use
 from tasks.hdf5 import read_d4rl_hdf5, read_hdf5_attrs, validate_arrays
 from tasks.minari_io import minari_dataset_dir, minari_dataset_exists, read_minari
 from tasks.safety import dataset_costs
@@ -67,7 +68,7 @@ def load_dataset(
     if source not in ("auto", *SOURCES):
         raise ValueError(f"unknown data source {source!r}; use auto, {', '.join(SOURCES)}")
     dataset = _find(spec, source, scale, forge_seed)
-    if dataset is None and source in ("auto", "forged") and spec.cheap_forge:
+    if dataset is None and source in ("auto", "forged") and forges_on_first_use(spec):
         forge(spec, scale=scale, seed=forge_seed, progress=verbose)
         dataset = _load_forged(spec, scale, forge_seed)
     if dataset is None:

@@ -61,6 +61,19 @@ def forge_available(spec: TaskSpec) -> bool:
     return spec.forge in PROTOCOLS
 
 
+def forges_on_first_use(spec: TaskSpec) -> bool:
+    """Whether a missing dataset of ``spec`` is forged automatically: cheap forges, and
+    locomotion levels whose behaviour policies are shipped (collection then takes minutes; a level
+    that needs SAC training first stays an explicit ``bench.forge`` step)."""
+    if spec.cheap_forge:
+        return True
+    if spec.forge == "locomotion":
+        from tasks.forge.locomotion import policies_shipped
+
+        return policies_shipped(spec)
+    return False
+
+
 def forge(
     spec: TaskSpec, scale: float = 1.0, seed: int = 0, force: bool = False, progress: bool = True
 ) -> Path:

@@ -200,6 +200,19 @@ def load_policy_set(env: str) -> PolicySet:
     return PolicySet(env, directory, json.loads(manifest_path.read_text()))
 
 
+def policies_shipped(spec: TaskSpec) -> bool:
+    """Whether every behaviour policy that ``spec``'s level collects with is shipped."""
+    directory = policy_dir(spec.forge_params["env"])
+    if not (directory / "policies.json").exists():
+        return False
+    manifest = json.loads((directory / "policies.json").read_text())
+    level = spec.forge_params["level"]
+    if level == "medium-replay":
+        return "replay" in manifest
+    parts = ("medium", "expert") if level == "medium-expert" else (level,)
+    return all(part in manifest.get("policies", {}) for part in parts)
+
+
 def missing_policies_message(env: str, name: str) -> str:
     """What to run when ``env`` has no shipped ``name`` policy, with the expected training time."""
     hours = STEPS_AT_SCALE_1 / MEASURED_SAC_STEPS_PER_S / 3600

@@ -105,7 +105,9 @@ def test_unknown_task_lists_valid_ones_and_writes_nothing(tmp_path):
     assert files_under(tmp_path) == []
 
 
-def test_missing_dataset_says_how_to_get_it(tmp_path):
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    # with no behaviour policies shipped, nothing forges a locomotion level on first use
+    monkeypatch.setenv("DIFFRL_POLICY_DIR", str(tmp_path / "no-policies"))
     res = cli("task=hopper-medium-v2", f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
     assert res.returncode == 2
     assert "hopper_medium-v2.hdf5" in res.stderr and "bench.forge" in res.stderr

@@ -13,6 +13,7 @@ from minari.data_collector import EpisodeBuffer
 import tasks.sources
 from tasks.envs import maze2d_frame
 from tasks.forge import forge
+from tasks.forge.locomotion import untrained_policy_set
 from tasks.registry import get_task
 from tasks.sources import cached_sha256, load_dataset
 from tasks.spec import DatasetNotFoundError, TaskSpec
@@ -152,13 +153,25 @@ def test_missing_data_error_names_every_command(data_dirs):
     assert "python -m bench.forge task=maze2d-umaze-v1 data.scale=0.1 seed=0" in text
 
 
-def test_restricted_source_and_unavailable_forge_messages():
+def test_restricted_source_and_unavailable_forge_messages(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset(get_task("hopper-medium-v2"), source="minari", verbose=False)
     text = str(err.value)
     assert "minari download mujoco/hopper/medium-v0" in text and "D4RL file" not in text
+    monkeypatch.setenv("DIFFRL_POLICY_DIR", str(tmp_path / "no-policies"))
     with pytest.raises(DatasetNotFoundError, match=r"python -m bench\.forge task=hopper-random-v2"):
         load_dataset(get_task("hopper-random-v2"), verbose=False)
+
+
+@pytest.mark.usefixtures("data_dirs")
+def test_locomotion_forges_on_first_use_only_with_shipped_policies(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFRL_POLICY_DIR", str(tmp_path / "policies"))
+    untrained_policy_set("hopper")  # ships random only
+    dataset = load_dataset(get_task("hopper-random-v2"), scale=0.002, verbose=False)
+    assert dataset.provenance.source == "forged" and len(dataset) == 2000
+    for task in ("hopper-medium-v2", "hopper-medium-replay-v2", "hopper-medium-expert-v2"):
+        with pytest.raises(DatasetNotFoundError, match=rf"python -m bench\.forge task={task}"):
+            load_dataset(get_task(task), scale=0.002, verbose=False)
 
 
 def test_minari_pointmaze_data_is_converted_to_the_maze2d_layout():
