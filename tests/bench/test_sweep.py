@@ -229,3 +229,20 @@ def test_submitit_local_multirun_writes_every_record(tmp_path):
     assert problems == []
     assert sorted(df["seed"]) == [0, 1, 2, 3]
     assert set(df["status"]) == {"completed"}
+
+
+@pytest.mark.slow
+def test_hopper_comparison_grid_smoke(tmp_path, capsys):
+    """The policies-hopper grid at a smoke budget: hopper-medium-v2 forges on first use from the
+    shipped medium policy and every algorithm of the comparison leaves a completed record."""
+    results = tmp_path / "results"
+    smoke = ["train.steps=20", "train.eval_every=20", "train.log_every=10", "eval.episodes=2"]
+    code = sweep.main(
+        ["grid=policies-hopper", "seed=0", "data.scale=0.002", f"results_dir={results}", *smoke]
+    )
+    assert code == 0, capsys.readouterr().out
+    df, problems = load_records(results)
+    assert problems == []
+    assert sorted(df["algo"]) == sorted(sweep.load_grid("policies-hopper")["params"]["algo"])
+    assert set(df["status"]) == {"completed"} and set(df["task"]) == {"hopper-medium-v2"}
+    assert set(df["source"]) == {"forged"}
