@@ -202,15 +202,19 @@ def load_policy_set(env: str) -> PolicySet:
 
 def policies_shipped(spec: TaskSpec) -> bool:
     """Whether every behaviour policy that ``spec``'s level collects with is shipped."""
-    directory = policy_dir(spec.forge_params["env"])
-    if not (directory / "policies.json").exists():
+    try:
+        manifest = load_policy_set(spec.forge_params["env"]).manifest
+    except BehaviourPoliciesMissingError:
         return False
-    manifest = json.loads((directory / "policies.json").read_text())
     level = spec.forge_params["level"]
     if level == "medium-replay":
         return "replay" in manifest
-    parts = ("medium", "expert") if level == "medium-expert" else (level,)
-    return all(part in manifest.get("policies", {}) for part in parts)
+    return all(part in manifest.get("policies", {}) for part in level_parts(level))
+
+
+def level_parts(level: str) -> tuple[str, ...]:
+    """The levels a level's data is collected as, in order: ``medium-expert`` is both."""
+    return ("medium", "expert") if level == "medium-expert" else (level,)
 
 
 def missing_policies_message(env: str, name: str) -> str:
@@ -611,7 +615,7 @@ def forge_locomotion(
     env, level = spec.forge_params["env"], spec.forge_params["level"]
     policies = load_policy_set(env)
     steps = max(1, round(STEPS_AT_SCALE_1 * scale))
-    parts = ("medium", "expert") if level == "medium-expert" else (level,)
+    parts = level_parts(level)
     arrays_parts, used = [], []
     for part in parts:
         phases, described = _phases(policies, part, scale, steps)
