@@ -11,9 +11,10 @@ Both are measured in this process on the same dataset states.
 
 Table 2, the sampler: the agent is trained for ``--train-steps`` updates (or loaded from a
 ``bench.run`` checkpoint with ``--checkpoint``, built from that run's saved ``config.yaml``: its
-algorithm settings, task and data scale replace the defaults below), then evaluated on ``--episodes`` episodes with
-all T DDPM steps and with DDIM at each ``--ddim`` step count, under the algorithm's own acting
-settings: score, success rate and decisions/s of the whole evaluation (``--episodes 0`` skips it).
+algorithm settings, task and data scale replace the defaults below), then evaluated on
+``--episodes`` episodes with all T DDPM steps and with DDIM at each ``--ddim`` step count, under
+the algorithm's own acting settings: score, success rate and decisions/s of the whole evaluation
+(``--episodes 0`` skips it).
 
 ``--set`` overrides algorithm fields for every algorithm that has them (e.g. ``horizon=64``);
 the defaults below are a reduced CPU budget, stated in the output. Threads: ``--threads``
