@@ -29,9 +29,9 @@ Measured by ``benchmarks/forge.py`` (one thread, lean and naive loops alternatin
 while other jobs loaded both cores, in two sessions): 26-34 env steps/s against 19-29 for a naive
 loop written the usual way, 1.14-1.45x on Hopper, HalfCheetah and Walker2d; on the idle machine
 61 against 54 on Hopper (1.12x), so 1M steps take about 4.5 h per env on one core. An update is
-about 0.57 GFLOP and spends about 78% of its time in matmuls,
-so on CPU the arithmetic, not overhead, bounds it; 2 threads help only on an idle machine (on a
-loaded one they were several times slower).
+about 0.57 GFLOP and spends about 78% of its time in matmuls, so on CPU the arithmetic, not
+overhead, bounds it; 2 threads help only on an idle machine (on a loaded one they were several
+times slower).
 
 Departures from rlkit, on purpose: checkpoints are evaluated with the stochastic policy (the one
 that collects the datasets) rather than its mean action; ``n_envs > 1`` steps several envs in
