@@ -299,6 +299,22 @@ def log_tail(path: Path, lines: int = 3) -> str:
     return " / ".join(text[-lines:]) if text else f"empty log {path}"
 
 
+def claim_sweep_dir(path: Path) -> Path:
+    """Create ``path`` (or ``path-1``, ``path-2``... when taken) exclusively and return it.
+
+    The default name has one-second resolution: two sweeps started in the same second would
+    otherwise share one folder and one would overwrite the other's ``sweep.json``.
+    """
+    candidate, taken = path, 0
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            taken += 1
+            candidate = path.with_name(f"{path.name}-{taken}")
+
+
 def run_sweep(overrides: list[str], launcher: str, name: str = "bench") -> list[dict]:
     """Run every combination of ``overrides`` as one job each; returns the sweep report's entries.
 
@@ -310,8 +326,9 @@ def run_sweep(overrides: list[str], launcher: str, name: str = "bench") -> list[
         *filter(is_launcher_override, overrides),
     ]
     combos = expand(run_args)
+    sweep_dir = claim_sweep_dir(Path(compose([*combos[0], *launcher_args]).hydra.sweep.dir))
+    launcher_args.append(f"hydra.sweep.dir={sweep_dir}")
     head = compose([*combos[0], *launcher_args])
-    sweep_dir = Path(head.hydra.sweep.dir)
     params = OmegaConf.to_container(head.hydra.launcher, resolve=True)
     if not any(o.startswith("hydra.launcher.name=") for o in overrides):
         params["name"] = name

@@ -187,6 +187,13 @@ def test_concurrent_rewrites_of_one_record_are_never_torn(tmp_path):
     assert reads > 0 and not list(path.parent.glob("*.tmp"))
 
 
+def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
+    stamp = tmp_path / ".sweeps" / "2026-11-22_13-13-21"
+    claimed = [sweep.claim_sweep_dir(stamp) for _ in range(3)]
+    assert [p.name for p in claimed] == [stamp.name, f"{stamp.name}-1", f"{stamp.name}-2"]
+    assert all(p.is_dir() for p in claimed)
+
+
 @pytest.mark.slow
 def test_local_sweep_runs_every_job_and_reports_failures(tmp_path, capsys):
     results = tmp_path / "results"
