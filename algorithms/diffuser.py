@@ -302,7 +302,8 @@ class Agent:
         due = self.plans.due(len(obs_t))
         if due.any():
             plan = self.plan(obs_t[torch.as_tensor(due, device=self.device)])
-            self.monitor.observe(self.norm.unstates(plan[..., self.act_dim :]))
+            # Step 0 is the observed state, inpainted: the planner's states start at step 1.
+            self.monitor.observe(self.norm.unstates(plan[:, 1:, self.act_dim :]))
             self.plans.store(due, plan)
         plans, age = self.plans.plans, self.plans.age
         if self.cfg.controller == "pd":
@@ -322,7 +323,8 @@ class Agent:
             self.monitor.clear()
 
     def planned_barrier_min(self) -> float | None:
-        """Smallest barrier value over the executed plans since the last full reset."""
+        """Smallest barrier value over the planned states (after the observed start) of the
+        executed plans since the last full reset."""
         return self.monitor.minimum
 
     def state_dict(self) -> dict:

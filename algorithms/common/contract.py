@@ -16,7 +16,8 @@ The harness builds an agent as ``module.Agent(cfg, info, stats, device)`` where 
 Safe agents may also define ``observe_cost(costs)``, called by the evaluator after every env step
 with that step's per-environment costs ``[n_envs]`` (TREBI spends its budget with them), and
 ``planned_barrier_min() -> float | None``, the smallest barrier value over every state the agent
-planned since its last full ``reset()`` (the evaluator records it beside the executed states').
+planned since its last full ``reset()``, not counting observed states it inpainted (the
+evaluator records it beside the executed states').
 
 The agent declares the data it trains on with ``data_spec`` (a :class:`DataSpec`); the harness
 builds the matching sampler. Algorithms import nothing from ``bench``.

@@ -133,17 +133,18 @@ def test_truncation_moves_planned_states_onto_the_boundary(crossing_agent, start
     assert (b.abs() < TOL).any()  # states that were inside now lie on the circle
 
 
-def test_planned_barrier_min_reports_the_executed_plans(crossing_agent, starts):
-    obs = starts.numpy()
+def test_planned_barrier_min_reports_the_executed_plans_after_their_start(crossing_agent, starts):
+    obs = starts.numpy().copy()
+    obs[0, :2] = (-0.25, 0.0)  # inside the disc: an observed state, which no planner can move
     for method, safe in (("none", False), ("robust", True)):
         agent = with_method(crossing_agent, method)
         agent.reset()
         torch.manual_seed(2)
         agent.act(obs)
         reported = agent.planned_barrier_min()
-        actual = disc_values(agent, agent.plans.plans).amin().item()
+        actual = disc_values(agent, agent.plans.plans)[:, 1:].amin().item()
         assert reported == pytest.approx(actual, abs=1e-6)
-        assert (reported >= -TOL) == safe
+        assert (reported >= agent.cfg.robust_margin - TOL) == safe
 
 
 # ---------------------------------------------------------------------------------- one step
