@@ -133,14 +133,19 @@ def available_grids() -> list[str]:
 
 
 def load_grid(name: str) -> dict[str, Any]:
-    """``{"params": {key: [values]}, "overrides": {key: value}}`` from ``conf/grid/<name>.yaml``."""
+    """``{"params": {key: [values]}, "overrides": {key: value}}`` from ``conf/grid/<name>.yaml``.
+
+    A grid with ``base: <grid>`` starts from that grid's overrides (its own replace same keys),
+    so comparisons that share one budget state it once.
+    """
     path = GRID_DIR / f"{name}.yaml"
     if not path.exists():
         raise SystemExit(f"unknown grid {name!r}; available: {', '.join(available_grids())}")
     grid = yaml.safe_load(path.read_text()) or {}
+    base = load_grid(grid["base"])["overrides"] if grid.get("base") else {}
     return {
         "params": dict(grid.get("params") or {}),
-        "overrides": dict(grid.get("overrides") or {}),
+        "overrides": {**base, **(grid.get("overrides") or {})},
     }
 
 

@@ -187,6 +187,16 @@ def test_concurrent_rewrites_of_one_record_are_never_torn(tmp_path):
     assert reads > 0 and not list(path.parent.glob("*.tmp"))
 
 
+def test_a_grid_with_a_base_takes_its_overrides_and_replaces_same_keys():
+    base = sweep.load_grid("planners-hopper")["overrides"]
+    safe = sweep.load_grid("safe-hopper-ceiling")["overrides"]
+    assert {k: safe[k] for k in base if k != "results_dir"} == {
+        k: v for k, v in base.items() if k != "results_dir"
+    }
+    assert safe["results_dir"] == "results/safe-hopper" != base["results_dir"]
+    assert safe["algo.relax_until"] == 4
+
+
 def test_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
     stamp = tmp_path / ".sweeps" / "2026-11-22_13-13-21"
     claimed = [sweep.claim_sweep_dir(stamp) for _ in range(3)]
