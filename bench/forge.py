@@ -7,16 +7,16 @@ the dataset is the only thing this command creates. An unknown task id or a task
 exits with status 1 and says why (listing the valid ids).
 
 Locomotion tasks collect with the behaviour policies shipped in ``tasks/policies/<env>/``.
-``forge.retrain=true`` first trains them from scratch (:mod:`tasks.forge.sac`,
-``forge.train_steps`` env steps, default 1M: hours on a 2-core CPU, see the error message of a
-missing policy for the measured estimate; ``forge.train_threads`` torch threads, default 1, the
-faster setting on a shared machine; ``forge.until=medium`` stops once the medium level is reached
-and writes the set without ``expert``, so ``random``, ``medium`` and ``medium-replay`` forge
-while the expert run waits), resuming an interrupted run of the same settings from
-``$DIFFRL_DATA_DIR/sac/``, writes them to the policy directory (``$DIFFRL_POLICY_DIR`` overrides
-the package's) and then forges the dataset again, since it came from the old policies. Datasets
-forged earlier for the env's other levels keep the old policies' sha256 in their attributes;
-re-forge them with ``force=true``.
+``forge.retrain=true`` first trains them (:mod:`tasks.forge.sac`, ``forge.train_steps`` env steps,
+default 1M: hours on a 2-core CPU, see the error message of a missing policy for the measured
+estimate; ``forge.train_threads`` torch threads, default 1, the faster setting on a shared
+machine) until the ``forge.until`` level (``medium`` or ``expert``, the default) is decided
+(:mod:`tasks.forge.locomotion`: the levels match D4RL's datasets' mean returns), resuming the run
+from ``$DIFFRL_DATA_DIR/sac/`` or from its snapshot committed under ``forge-runs/``, whichever
+went further, and packing its resume state into that snapshot at every save. It then writes the
+decided levels to the policy directory (``$DIFFRL_POLICY_DIR`` overrides the package's) and
+forges the dataset. Forged locomotion files carry the tag of the policies that collected them,
+so data from replaced policies is never read again.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from tasks.forge import ForgeNotAvailableError, forge, forged_path
-from tasks.forge.locomotion import BehaviourPoliciesMissingError, retrain_behaviour_policies
+from tasks.forge.locomotion import retrain_behaviour_policies
+from tasks.forge.policies import BehaviourPoliciesMissingError
 from tasks.registry import get_task
 from tasks.sources import not_found_message
 from tasks.spec import TaskSpec, UnknownTaskError
@@ -95,7 +96,7 @@ def retrain(spec: TaskSpec, train_steps: int, train_seed: int, until: str = "exp
         manifest = retrain_behaviour_policies(
             env, train_steps, train_seed, progress=True, until=until
         )
-    except ValueError as e:  # a bad forge.until, or no checkpoint reached the medium threshold
+    except ValueError as e:  # a bad forge.until, or the run has not reached the medium level
         sys.exit(f"bench.forge: {e}")
     policies = json.loads(manifest.read_text())["policies"]
     summary = ", ".join(f"{k} {v['eval_return_mean']:.0f}" for k, v in policies.items())

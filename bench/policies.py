@@ -1,13 +1,13 @@
-"""``python -m bench.policies [--episodes 100] [--out reports/behaviour-policies]``: returns table.
+"""``python -m bench.policies [--episodes 100] [--data-scale 0.1] [--out reports/behaviour-policies]``.
 
-Evaluates every shipped locomotion behaviour policy (``tasks/policies/<env>/``, or
-``$DIFFRL_POLICY_DIR``) for ``--episodes`` episodes with the stochastic actions that collect the
-datasets, and writes ``policies.md`` and ``policies.csv``: per env and level the training step,
-the return as mean ± std, and the D4RL-normalized score beside D4RL's own level for it (random 0
-and expert 100 by the definition of D4RL's reference returns; medium "about one third", which the
-forge's threshold fixes at 33.3). A level whose policy is not shipped yet is listed as such, so the
-table shows what forges today. Episodes are seeded ``--seed + i``; outputs are byte-stable for the
-same policies and seed.
+The returns table of the locomotion forge. For every env and level it lists the shipped behaviour
+policy's training step and its return over ``--episodes`` episodes (stochastic actions, the ones
+that collect the data; seeds ``--seed + i``), the mean episode return of the dataset forged with
+it (at ``--data-scale``; episodes cut at the end of a collection slot included), and the mean
+return of D4RL's dataset of the same name, all D4RL-normalized, so a reader sees at once whether a
+forged level is the level users know. Levels whose policies are not shipped are listed as such.
+Writes ``policies.md`` and ``policies.csv``; outputs are byte-stable for the same policies, seeds
+and scale.
 """
 
 from __future__ import annotations
@@ -18,49 +18,70 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.forge.locomotion import (
-    MEDIUM_FRACTION,
-    BehaviourPoliciesMissingError,
-    load_policy_set,
-)
+from tasks.forge import forge
+from tasks.forge.locomotion import D4RL_DATASET_RETURNS, policies_shipped
+from tasks.forge.policies import BehaviourPoliciesMissingError, load_policy_set
 from tasks.forge.sac import evaluate_actor
-from tasks.registry import LOCOMOTION
+from tasks.hdf5 import read_d4rl_hdf5
+from tasks.registry import LOCOMOTION, get_task
 from tasks.spec import normalized_score
 
-LEVELS = ("random", "medium", "expert")
-D4RL_LEVEL = {"random": "0", "medium": f"about {100 * MEDIUM_FRACTION:.1f}", "expert": "100"}
-COLUMNS = ["env", "level", "train step", "return (mean ± std)", "normalized", "D4RL level"]
+LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+POLICY_LEVELS = ("random", "medium", "expert")
+COLUMNS = [
+    "env",
+    "level",
+    "train step",
+    "policy return (mean ± std)",
+    "policy normalized",
+    "forged data normalized",
+    "D4RL data normalized",
+]
 
 
-def policy_rows(episodes: int, seed: int) -> list[list[str]]:
-    """One row per env and level: the shipped policy's evaluation, or a note that it is absent."""
+def policy_rows(episodes: int, seed: int, data_scale: float) -> list[list[str]]:
+    """One row per env and level: the shipped policy's and forged data's scores, or absence."""
     rows = []
-    for env, (env_id, ref_min, ref_max) in LOCOMOTION.items():
+    for env, (env_id, _, _) in LOCOMOTION.items():
         try:
-            policies = load_policy_set(env)
+            shipped = load_policy_set(env)
         except BehaviourPoliciesMissingError:
-            policies = None
-        shipped = policies.manifest["policies"] if policies else {}
+            shipped = None
         for level in LEVELS:
-            if level not in shipped:
-                rows.append([env, level, "not shipped", "—", "—", D4RL_LEVEL[level]])
-                continue
-            returns = evaluate_actor(policies.actor(level), env_id, episodes, seed)
-            score = normalized_score(returns, ref_min, ref_max)
-            rows.append(
-                [
-                    env,
-                    level,
-                    f"{shipped[level]['train_step']:,}",
-                    f"{returns.mean():.1f} ± {returns.std():.1f}",
-                    f"{np.mean(score):.1f}",
-                    D4RL_LEVEL[level],
-                ]
-            )
+            d4rl = D4RL_DATASET_RETURNS[env].get(level)
+            row = [env, level, "—", "—", "—", "—", "—" if d4rl is None else score(d4rl, env)]
+            entry = shipped.manifest["policies"].get(level) if shipped else None
+            if level in POLICY_LEVELS and entry is None:
+                row[2] = "not shipped"
+            if entry is not None:
+                returns = evaluate_actor(shipped.actor(level), env_id, episodes, seed)
+                row[2] = f"{entry['train_step']:,}"
+                row[3] = f"{returns.mean():.1f} ± {returns.std():.1f}"
+                row[4] = score(returns.mean(), env)
+            spec = get_task(f"{env}-{level}-v2")
+            if data_scale > 0 and policies_shipped(spec):
+                path = forge(spec, scale=data_scale, progress=False)
+                row[5] = score(episode_returns(read_d4rl_hdf5(path)).mean(), env)
+            rows.append(row)
     return rows
 
 
-def write_table(rows: list[list[str]], out: Path, episodes: int, seed: int) -> None:
+def score(mean_return: float, env: str) -> str:
+    """``mean_return`` as D4RL's normalized score, one decimal."""
+    _, ref_min, ref_max = LOCOMOTION[env]
+    return f"{float(normalized_score(np.array([mean_return]), ref_min, ref_max)[0]):.1f}"
+
+
+def episode_returns(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Return of every episode of a D4RL-layout dataset (ends at terminals or timeouts)."""
+    ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
+    sums = np.add.reduceat(arrays["rewards"].astype(np.float64), np.r_[0, ends[:-1] + 1])
+    return sums
+
+
+def write_table(
+    rows: list[list[str]], out: Path, episodes: int, seed: int, data_scale: float
+) -> None:
     """``policies.md`` (with how it was made) and ``policies.csv`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "policies.csv", "w", newline="") as f:
@@ -71,14 +92,17 @@ def write_table(rows: list[list[str]], out: Path, episodes: int, seed: int) -> N
         "# Behaviour policies of the locomotion forge",
         "",
         f"Each shipped policy (`tasks/policies/<env>/`) run for {episodes} episodes with stochastic "
-        f"actions, seeds {seed}+i, on gymnasium `*-v5`. Normalized: D4RL's score "
-        "(100 x (return - random ref) / (expert ref - random ref)).",
+        f"actions, seeds {seed}+i, on gymnasium `*-v5`; the forged data's mean episode return at "
+        f"`data.scale={data_scale:g}`; D4RL's dataset mean from "
+        "`tasks.forge.locomotion.D4RL_DATASET_RETURNS` (sources cited there). "
+        "Normalized: D4RL's score (100 x (return - random ref) / (expert ref - random ref)).",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
-        f"Regenerate: `python -m bench.policies --episodes {episodes} --seed {seed}`",
+        f"Regenerate: `python -m bench.policies --episodes {episodes} --seed {seed} "
+        f"--data-scale {data_scale:g}`",
         "",
     ]
     (out / "policies.md").write_text("\n".join(lines))
@@ -88,10 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-scale", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=Path("reports/behaviour-policies"))
     args = parser.parse_args()
-    rows = policy_rows(args.episodes, args.seed)
-    write_table(rows, args.out, args.episodes, args.seed)
+    rows = policy_rows(args.episodes, args.seed, args.data_scale)
+    write_table(rows, args.out, args.episodes, args.seed, args.data_scale)
     print((args.out / "policies.md").read_text())
 
 

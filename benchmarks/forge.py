@@ -11,7 +11,7 @@ per-parameter Polyak loop, ``.item()`` logging every step) with the same setting
 256, ratio 1). Both fill their buffer with ``--warmup`` env steps, then run ``--train-steps``
 timed iterations of one env step + one update, in the same process, alternating.
 
-Collection: ``tasks.forge.locomotion.collect`` of ``--collect`` transitions with an untrained
+Collection: ``tasks.forge.collect.collect`` of ``--collect`` transitions with an untrained
 actor (the ``random`` level's policy), for each worker count. The machine (cores, current load
 average) and library versions head the table: the machines are shared, so compare rows measured
 together.
@@ -34,7 +34,7 @@ from rich.table import Table
 from torch import nn
 
 from bench.run import library_versions
-from tasks.forge.locomotion import Phase, collect
+from tasks.forge.collect import Phase, collect
 from tasks.forge.sac import SACConfig, SACTrainer, make_actor
 from tasks.registry import LOCOMOTION
 

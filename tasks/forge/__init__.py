@@ -53,8 +53,15 @@ def data_root() -> Path:
 
 def forged_path(spec: TaskSpec, scale: float = 1.0, seed: int = 0) -> Path:
     """Where the dataset of ``spec`` forged at ``scale`` with ``seed`` lives (a safe task derived
-    from another task shares that task's file)."""
-    return data_root() / spec.data_id / f"scale{float(scale):g}-seed{int(seed)}.hdf5"
+    from another task shares that task's file). A locomotion level's name also carries the tag
+    of the behaviour policies that collect it, so a retrained policy never reads a stale file."""
+    name = f"scale{float(scale):g}-seed{int(seed)}"
+    if spec.forge == "locomotion":
+        from tasks.forge.locomotion import data_tag, policies_shipped
+
+        if policies_shipped(spec):
+            name += f"-{data_tag(spec)}"
+    return data_root() / spec.data_id / f"{name}.hdf5"
 
 
 def forge_available(spec: TaskSpec) -> bool:

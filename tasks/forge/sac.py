@@ -334,20 +334,6 @@ class Checkpoint:
     returns: list[float] = field(default_factory=list)
 
 
-def select_medium_checkpoint(returns: Sequence[float], threshold: float) -> int:
-    """Index of the first checkpoint whose evaluation return reaches ``threshold``.
-
-    D4RL's ``medium`` level: SAC stopped once its evaluation return reaches about one third of the
-    expert's (``tasks.forge.locomotion.medium_threshold``). Raises ``ValueError`` when no
-    checkpoint reaches it (train longer).
-    """
-    for i, value in enumerate(returns):
-        if value >= threshold:
-            return i
-    best = max(returns, default=float("nan"))
-    raise ValueError(f"no checkpoint reaches {threshold:.1f} (best {best:.1f}); train longer")
-
-
 def make_actor(env_id: str, hidden: int = 256) -> TanhGaussianActor:
     """An untrained actor sized for ``env_id``'s spaces."""
     env = gym.make(env_id, disable_env_checker=True)
@@ -458,11 +444,15 @@ class SACTrainer:
         self.step += self.envs.n
 
     def train(
-        self, progress: bool = True, until: Callable[[list[Checkpoint]], bool] | None = None
+        self,
+        progress: bool = True,
+        until: Callable[[list[Checkpoint]], bool] | None = None,
+        on_save: Callable[[list[Checkpoint]], None] | None = None,
     ) -> list[Checkpoint]:
         """Run (or resume) training to ``total_steps``, or until ``until(checkpoints)`` holds after
         an actor checkpoint (the state is then saved, so a later call goes on from there);
-        returns the evaluated actor checkpoints."""
+        ``on_save(checkpoints)`` runs after every state save (e.g. to copy it off the machine).
+        Returns the evaluated actor checkpoints."""
         cfg = self.cfg
         self.resume()
         if self.step == 0:
@@ -491,6 +481,8 @@ class SACTrainer:
                     stop = until is not None and until(self.checkpoints)
                 if stop or self.step % cfg.save_every == 0 or self.step >= cfg.total_steps:
                     self.save_state()
+                    if on_save is not None:
+                        on_save(self.checkpoints)
                 if stop:
                     break
         return self.checkpoints
@@ -649,13 +641,14 @@ def train_sac(
     run_dir: str | os.PathLike,
     progress: bool = True,
     until: Callable[[list[Checkpoint]], bool] | None = None,
+    on_save: Callable[[list[Checkpoint]], None] | None = None,
 ) -> list[Checkpoint]:
-    """Train (or resume) SAC in ``run_dir`` (to the end, or ``until`` as in
+    """Train (or resume) SAC in ``run_dir`` (to the end, or ``until``, with ``on_save``, as in
     :meth:`SACTrainer.train`) and return its evaluated checkpoints."""
     trainer = SACTrainer(cfg, run_dir)
     start = time.perf_counter()
     try:
-        checkpoints = trainer.train(progress, until)
+        checkpoints = trainer.train(progress, until, on_save)
     finally:
         trainer.close()
     if progress:

@@ -63,5 +63,5 @@ def test_retrain_rejects_an_unknown_stopping_level(workdir):
         ["task=hopper-medium-v2", "forge.retrain=true", "forge.until=replay"], cwd, data
     )
     assert done.returncode != 0
-    assert "until must be 'medium' or 'expert', got 'replay'" in done.stderr
+    assert "forge.until='replay' is not valid; valid: medium, expert" in done.stderr
     assert not data.exists()

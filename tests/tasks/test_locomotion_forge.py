@@ -9,15 +9,15 @@ import torch
 
 import tasks.forge.locomotion as locomotion
 from tasks.forge import forge, forged_path
+from tasks.forge.collect import Phase, collect
 from tasks.forge.locomotion import (
-    BehaviourPoliciesMissingError,
-    Phase,
-    collect,
     export_policy_set,
-    load_policy_set,
-    policy_dir,
+    level_target,
+    pick_expert,
+    pick_medium,
     replay_schedule,
 )
+from tasks.forge.policies import BehaviourPoliciesMissingError, load_policy_set, policy_dir
 from tasks.forge.sac import (
     SACConfig,
     SACTrainer,
@@ -25,7 +25,6 @@ from tasks.forge.sac import (
     load_actor,
     make_actor,
     save_actor_weights,
-    select_medium_checkpoint,
 )
 from tasks.hdf5 import read_hdf5_attrs
 from tasks.registry import LOCOMOTION, get_task
@@ -33,7 +32,7 @@ from tasks.sources import load_dataset
 
 SCALE = 0.002  # 2,000 transitions
 FAKE_STEPS = (0, 1000, 2000, 3000, 4000)
-FAKE_RETURNS = (10.0, 200.0, 900.0, 1500.0, 3000.0)  # medium = index 3 (first >= 1000)
+FAKE_RETURNS = (10.0, 200.0, 900.0, 1500.0, 3000.0)  # medium = index 3 (closest to 1422)
 
 
 def _fake_run(tmp_path, monkeypatch, total_steps: int):
@@ -61,22 +60,28 @@ def fake_policies(tmp_path, monkeypatch):
     return _fake_run(tmp_path, monkeypatch, total_steps=FAKE_STEPS[-1])
 
 
-def test_select_medium_checkpoint():
-    assert select_medium_checkpoint([0, 100, 400, 1200, 3000], 1000) == 3
-    assert select_medium_checkpoint([0, 1000, 2000], 1000) == 1  # reaching exactly counts
-    assert select_medium_checkpoint([1500, 10, 3000], 1000) == 0  # reached at the first
-    with pytest.raises(ValueError, match=r"reaches 1000\.0 \(best 999\.0\); train longer"):
-        select_medium_checkpoint([0, 10, 999], 1000)
-    with pytest.raises(ValueError, match="no checkpoint"):
-        select_medium_checkpoint([], 1000)
+def test_pick_medium_is_closest_to_the_target_up_to_the_first_reaching_it():
+    assert pick_medium([0, 100, 400, 1200, 3000], 1000) == 3
+    assert pick_medium([0, 100, 950, 1400, 3000], 1000) == 2  # just below beats far above
+    assert pick_medium([0, 1000, 2000], 1000) == 1  # reaching exactly counts
+    assert pick_medium([0, 990, 10, 1500, 1001], 1000) == 1  # only up to the first crossing
+    assert pick_medium([1000, 800, 1100], 1000) == 2  # the untrained actor never counts
+    assert pick_medium([0, 10, 999], 1000) is None
+    assert pick_medium([], 1000) is None
 
 
-def test_medium_threshold_is_a_third_of_d4rl_normalized_range():
-    # hopper: D4RL's random and expert references are -20.27 and 3234.3
-    assert locomotion.medium_threshold("hopper") == pytest.approx(1064.6, abs=0.1)
-    for env, (_, ref_min, ref_max) in LOCOMOTION.items():
-        normalized = 100 * (locomotion.medium_threshold(env) - ref_min) / (ref_max - ref_min)
-        assert normalized == pytest.approx(100 / 3)
+def test_pick_expert_is_the_first_reaching_the_target_or_the_last_once_finished():
+    assert pick_expert([0, 100, 3600, 3000], 3500, finished=False) == 2
+    assert pick_expert([0, 100, 3000], 3500, finished=False) is None
+    assert pick_expert([0, 100, 3000], 3500, finished=True) == 2
+
+
+def test_level_targets_are_the_d4rl_dataset_means():
+    # mean episode returns of D4RL's hopper-medium-v2 and walker2d-expert-v2 files
+    assert level_target("hopper", "medium") == pytest.approx(1422.06, abs=0.01)
+    assert level_target("walker2d", "expert") == pytest.approx(4920.51, abs=0.01)
+    for env in LOCOMOTION:
+        assert level_target(env, "medium") < level_target(env, "expert")
 
 
 def test_export_before_the_run_ends_ships_medium_and_replay_without_expert(tmp_path, monkeypatch):
@@ -346,3 +351,16 @@ def test_shipped_random_policy_is_where_a_seed_0_sac_run_starts(tmp_path):
         for key, value in trainer.actor.state_dict().items():
             torch.testing.assert_close(shipped.state_dict()[key], value, rtol=0, atol=0)
         trainer.close()
+
+
+def test_forged_file_names_carry_the_policy_tag(fake_policies):
+    medium = get_task("hopper-medium-v2")
+    path = forged_path(medium, SCALE)
+    assert path.stem.endswith("-" + locomotion.data_tag(medium))
+    assert path != forged_path(get_task("hopper-expert-v2"), SCALE)
+    manifest_path = policy_dir("hopper") / "policies.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["policies"]["medium"]["sha256"] = "0" * 64  # as after retraining the medium policy
+    manifest_path.write_text(json.dumps(manifest))
+    assert forged_path(medium, SCALE) != path
+    assert forged_path(get_task("hopper-expert-v2"), SCALE).name.count("-") == 2

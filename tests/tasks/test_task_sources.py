@@ -13,7 +13,7 @@ from minari.data_collector import EpisodeBuffer
 import tasks.sources
 from tasks.envs import maze2d_frame
 from tasks.forge import forge
-from tasks.forge.locomotion import untrained_policy_set
+from tasks.forge.policies import untrained_policy_set
 from tasks.registry import get_task
 from tasks.sources import cached_sha256, load_dataset
 from tasks.spec import DatasetNotFoundError, TaskSpec
