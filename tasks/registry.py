@@ -235,6 +235,7 @@ def _safe_specs(base: dict[str, TaskSpec]) -> list[TaskSpec]:
             max_episode_steps=200,
             forge="safe_control",
             forge_params={"system": "pendulum"},
+            cheap_forge=True,  # minutes at the quick budget's scale (tasks.forge.safe_control)
             safety=Safety(cost="pendulum-band"),
         ),
         TaskSpec(
@@ -244,6 +245,7 @@ def _safe_specs(base: dict[str, TaskSpec]) -> list[TaskSpec]:
             max_episode_steps=50,
             forge="safe_control",
             forge_params={"system": "reacher"},
+            cheap_forge=True,  # minutes at the quick budget's scale (tasks.forge.safe_control)
             safety=Safety(cost="reacher-region"),
         ),
     ]

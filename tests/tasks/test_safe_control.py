@@ -155,10 +155,10 @@ def test_reacher_forge_layout_and_determinism():
     assert other_attrs["ref_max_score"] != attrs["ref_max_score"]
 
 
-def test_pendulum_forge_then_load_labels_costs():
+def test_pendulum_forges_on_first_use_and_labels_costs():
     spec = get_task("safe-pendulum")
-    path = forge(spec, scale=PENDULUM_SCALE, seed=0, progress=False)
-    dataset = load_dataset(spec, source="forged", scale=PENDULUM_SCALE, verbose=False)
+    dataset = load_dataset(spec, scale=PENDULUM_SCALE, verbose=False)  # nothing forged before
+    path = forge(spec, scale=PENDULUM_SCALE, seed=0, progress=False)  # reuses the file
     assert dataset.provenance.path == str(path) and dataset.provenance.protocol == "safe_control"
     arrays = dataset.arrays
     check_layout(arrays, obs_dim=3, act_dim=1, bound=2.0, episode=200)
