@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from tasks.forge.sac import EnvBatch, TanhGaussianActor, actor_from_tensors
+from tasks.progress import progress as progress_bar
 
 N_ENVS = 16
 GROUP_SIZE = 8
@@ -75,7 +76,7 @@ def collect(
         for start in range(0, n_envs, group_size)
     ]
     total = int(counts.sum())
-    with tqdm(total=total, desc=desc, unit="step", disable=not progress, mininterval=0.5) as bar:
+    with progress_bar(total, desc, "step", enabled=progress) as bar:
         if workers <= 1:
             parts = [_collect_slots(*job, report=bar.update) for job in jobs]
         else:

@@ -57,10 +57,10 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
-from tqdm import tqdm
 
 from tasks.envs import MAZE_MAPS, make_env, maze2d_frame, maze2d_rewards
 from tasks.forge import REFERENCE_SEED, data_root, random_policy
+from tasks.progress import progress as progress_bar
 from tasks.spec import TaskSpec
 
 STEPS_AT_SCALE_1 = 1_000_000
@@ -192,7 +192,7 @@ def collect(
     timeouts = np.zeros(n_steps, dtype=bool)
     states[0] = stepper.state()
     episode_steps = 0
-    with tqdm(total=n_steps, desc=desc, unit="step", disable=not progress, mininterval=0.5) as bar:
+    with progress_bar(n_steps, desc, "step", enabled=progress) as bar:
         for t in range(n_steps):
             goal = goals[t] = env.goal.copy()
             action = actions[t] = _clip(controller(states[t], goal) + noise[t], 1.0)

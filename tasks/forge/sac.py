@@ -64,7 +64,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
+
+from tasks.progress import progress as progress_bar
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 LOG_2PI = math.log(2 * math.pi)
@@ -459,13 +460,8 @@ class SACTrainer:
             self.save_actor()
         if until is not None and until(self.checkpoints):
             return self.checkpoints
-        with tqdm(
-            total=cfg.total_steps,
-            initial=self.step,
-            desc=f"SAC {cfg.env_id}",
-            unit="step",
-            disable=not progress,
-            mininterval=1.0,
+        with progress_bar(
+            cfg.total_steps, f"SAC {cfg.env_id}", "step", initial=self.step, enabled=progress
         ) as bar:
             while self.step < cfg.total_steps:
                 self.collect_step()

@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from tasks.envs import make_env
 from tasks.forge import data_root, random_policy, reference_return
 from tasks.forge.sac import SACConfig, SACTrainer, TanhGaussianActor
+from tasks.progress import progress as progress_bar
 from tasks.spec import TaskSpec
 
 TRANSITIONS_AT_SCALE_1 = {"pendulum": 100_000, "reacher": 200_000}
@@ -76,7 +76,7 @@ def train_replay(
     replay buffer as arrays. Nothing is written to ``run_dir`` (checkpoints are not used)."""
     trainer = SACTrainer(cfg, run_dir)
     try:
-        with tqdm(total=cfg.total_steps, desc=desc, unit="step", disable=not progress) as bar:
+        with progress_bar(cfg.total_steps, desc, "step", enabled=progress) as bar:
             while trainer.step < cfg.total_steps:
                 trainer.collect_step()
                 if trainer.step >= cfg.learning_starts:
