@@ -15,85 +15,70 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
-from algorithms.common.nets import mlp
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
+from algorithms.common.defaults import PaperDefaults, Settings, fill
+from algorithms.common.nets import ObsNormalizer, gradient_step
+from algorithms.common.policies import TanhPolicy, act_deterministic
+
+# BC has one setting for every task: the Config's defaults are CORL's.
+PAPER = PaperDefaults(
+    families={"default": Settings("CORL any_percent_bc.py (frac=1): every task alike", {})}
+)
 
 
 @dataclass
 class Config:
     """CORL ``any_percent_bc.py`` defaults (Adam 3e-4, batch 256, 2x256 ReLU)."""
 
-    hidden: int = 256
-    depth: int = 2
-    lr: float = 3e-4
-    batch_size: int = 256
+    hidden: int = 256  # width of the policy MLP's hidden layers
+    depth: int = 2  # hidden layers of the policy MLP
+    lr: float = 3e-4  # Adam learning rate
+    batch_size: int = 256  # transitions per update
 
 
-class TanhPolicy(nn.Module):
-    """Deterministic policy: normalized observation -> MLP -> tanh -> action box."""
-
-    def __init__(self, info: TaskInfo, hidden: int, depth: int):
-        super().__init__()
-        self.net = mlp(info.obs_dim, info.act_dim, hidden, depth, out_activation=nn.Tanh())
-        self.act_mid = (info.action_high + info.action_low) / 2
-        self.act_half = (info.action_high - info.action_low) / 2
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.act_mid + self.act_half * self.net(obs)
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with the paper's values filled in (BC has no per-task ones)."""
+    return fill(cfg, PAPER, info)
 
 
-class Agent:
+def bc_loss(actor: TanhPolicy, obs: Tensor, act: Tensor) -> Tensor:
+    """Mean squared error between the policy's actions and the dataset's."""
+    return (actor(obs) - act).square().mean()
+
+
+class Agent(Checkpointable):
     """BC agent following :mod:`algorithms.common.contract`."""
 
+    state_attrs = ("actor", "optimizer", "step")
+
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg, self.info, self.device = cfg, info, torch.device(device)
+        self.cfg = cfg = resolve(cfg, info, stats)
+        self.info, self.device = info, torch.device(device)
         self.data_spec = DataSpec(kind="transitions", batch_size=cfg.batch_size)
-        self.obs_mean = torch.as_tensor(stats.obs_mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(stats.obs_std, dtype=torch.float32, device=self.device)
-        self.actor = TanhPolicy(info, cfg.hidden, cfg.depth)
-        self.actor.to(self.device)
+        self.normalize = ObsNormalizer(stats.obs_mean, stats.obs_std, self.device)
+        self.actor = TanhPolicy(info, cfg.hidden, cfg.depth).to(self.device)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, fused=True)
         self.step = 0
 
-    def normalize(self, obs: Tensor) -> Tensor:
-        return (obs - self.obs_mean) / self.obs_std
-
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One Adam step on the MSE between the policy's and the dataset's actions."""
-        pred = self.actor(self.normalize(batch["observations"]))
-        loss = (pred - batch["actions"]).square().mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        """One Adam step on :func:`bc_loss`."""
+        loss = bc_loss(self.actor, self.normalize(batch["observations"]), batch["actions"])
+        gradient_step(self.optimizer, loss)
         self.step += 1
         return {"actor_loss": loss.detach()}
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n_envs, act_dim]`` for observations ``[n_envs, obs_dim]``."""
-        self.actor.eval()
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        action = self.actor(self.normalize(obs_t)).clamp(
-            self.info.action_low, self.info.action_high
-        )
-        self.actor.train()
-        return action.cpu().numpy()
+        return act_deterministic(self.actor, self.normalize, obs)
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """BC keeps no per-environment state."""
-
-    def state_dict(self) -> dict:
-        return {
-            "actor": self.actor.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = state["step"]

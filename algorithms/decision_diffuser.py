@@ -7,21 +7,22 @@ the conditional and the unconditional model (classifier-free guidance with weigh
 conditions composable as ``eps(empty) + w * sum_i (eps(y_i) - eps(empty))``); the last k
 observed states are inpainted, and an inverse-dynamics MLP turns planned state pairs into actions.
 
-Paper vs official code (anuragajay/decision-diffuser, ``config/locomotion_config.py``,
+Defaults follow the official code (anuragajay/decision-diffuser, ``config/locomotion_config.py``,
 ``diffuser/models/diffusion.py`` ``GaussianInvDynDiffusion``, ``scripts/evaluate_inv_parallel.py``),
-both kept as data in :data:`PAPER` / :data:`OFFICIAL`; **defaults follow the official code**, the
-one that produced the released numbers. Paper values marked (*) are our reading of its appendix
-and could not be re-checked against the PDF here; the code values were read from the repository.
-- diffusion steps: code 200, paper 100 (*); horizon 100 in both;
-- guidance weight w: code 1.2; the paper tunes it per task, 1.6 kept as its value (*);
+the one that produced the released numbers: :data:`PAPER` holds its values. Shared by code and
+paper: condition dropout 0.25, epsilon prediction, U-Net dim 128 with mults (1, 4, 8), cosine
+schedule, low-temperature sampling (noise x 0.5), target return 0.9 (normalized), discount 0.99,
+Adam 2e-4, batch 32 x 2 accumulation (here one batch of 64), EMA 0.995 (start 2000, every 10),
+loss ``(diffusion + inverse dynamics) / 2`` with one optimizer.
+Where the paper differs from the code we follow the code, by choice; the paper's values (marked
+(*): our reading of its appendix, not re-checked against the PDF here) are one override each:
+- diffusion steps: code 200, paper 100 (*) (``algo.n_diffusion_steps=100``); horizon 100 in both;
+- guidance weight w: code 1.2; the paper tunes it per task, 1.6 as its value (*)
+  (``algo.guidance_scale=1.6``);
 - history: code conditions on the current state only (k = 1; see the repository's issue #3,
   "Where is the code for history conditioning proposed in the paper?"); the paper conditions on a
-  context of past states, k = 20 (*);
-- inverse dynamics: code 2 x 256 ReLU, paper 2 x 512 (*);
-- shared by both: condition dropout 0.25, epsilon prediction, U-Net dim 128 with mults (1, 4, 8),
-  cosine schedule, low-temperature sampling (noise x 0.5), target return 0.9 (normalized),
-  discount 0.99, Adam 2e-4, batch 32 x 2 accumulation (here one batch of 64), EMA 0.995 (start
-  2000, every 10), loss ``(diffusion + inverse dynamics) / 2`` with one optimizer.
+  context of past states, k = 20 (*) (``algo.history=20``);
+- inverse dynamics: code 2 x 256 ReLU, paper 2 x 512 (*) (``algo.inv_hidden=512``).
 Differences from the official code and why:
 - returns are scaled by ``min(reward_max / (1 - discount), return_max)`` (see
   :func:`algorithms.common.planning.returns_scale`), which reproduces the hand-set
@@ -50,7 +51,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
+from algorithms.common.defaults import PaperDefaults, Settings, fill
 from algorithms.common.diffusion import GaussianDiffusion
 from algorithms.common.nets import EMA
 from algorithms.common.planning import (
@@ -61,86 +63,111 @@ from algorithms.common.planning import (
     OpenLoopPlans,
     StateHistory,
     StateLayout,
+    act_by_inverse_dynamics,
     clip_range,
     condition,
     dropped,
     guided,
     returns_scale,
-    to_tensor,
     with_inpainting,
 )
 from algorithms.common.schedules import make_betas
 from algorithms.common.unet import TemporalUnet
 
-OFFICIAL: dict[str, float | int] = {
-    "horizon": 100,
-    "n_diffusion_steps": 200,
-    "guidance_scale": 1.2,
-    "history": 1,
-    "inv_hidden": 256,
-}
-PAPER: dict[str, float | int] = {
-    "horizon": 100,
-    "n_diffusion_steps": 100,
-    "guidance_scale": 1.6,
-    "history": 20,
-    "inv_hidden": 512,
-}
-SETTINGS = {"official": OFFICIAL, "paper": PAPER}
+PAPER = PaperDefaults(
+    families={
+        "default": Settings(
+            "official code, config/locomotion_config.py (the paper's values: module docstring)",
+            {
+                "horizon": 100,
+                "n_diffusion_steps": 200,
+                "guidance_scale": 1.2,
+                "history": 1,
+                "inv_hidden": 256,
+            },
+        )
+    }
+)
 
 
 @dataclass
 class Config:
-    """``None`` fields take the value of ``settings`` (``official`` or ``paper``)."""
+    """Decision Diffuser's hyperparameters; ``None`` fields take :data:`PAPER`'s value."""
 
-    settings: str = "official"
-    horizon: int | None = None
-    n_diffusion_steps: int | None = None
-    guidance_scale: float | None = None
-    history: int | None = None
-    inv_hidden: int | None = None
-    dim: int = 128
-    dim_mults: tuple[int, ...] = (1, 4, 8)
-    condition_dropout: float = 0.25
-    target_return: float = 0.9  # normalized, as the official test_ret
-    returns_scale: float | None = None  # None: derived from the dataset (module docstring)
-    discount: float = 0.99
-    temperature: float = 0.5
-    lr: float = 2e-4
-    batch_size: int = 64  # 32 x 2 accumulation steps
-    ema_decay: float = 0.995
-    ema_start: int = 2000
-    ema_every: int = 10
-    clip_denoised: float | None = 5.0  # clamp predicted x0 to +-this (z-scores)
-    ddim_steps: int | None = None  # None: all T DDPM steps
-    ddim_eta: float = 0.0
-    replan_every: int = 1
+    horizon: int | None = None  # planned segment length H (states)
+    n_diffusion_steps: int | None = None  # diffusion steps T of the cosine schedule
+    guidance_scale: float | None = None  # classifier-free guidance weight w
+    history: int | None = None  # observed states k inpainted at the plan's start (1 <= k < H)
+    inv_hidden: int | None = None  # hidden width of the 2-layer inverse-dynamics MLP
+    dim: int = 128  # base channel width of the temporal U-Net
+    dim_mults: tuple[int, ...] = (1, 4, 8)  # U-Net channel multipliers per resolution
+    condition_dropout: float = 0.25  # probability of dropping the return condition in training
+    target_return: float = 0.9  # normalized return planned for at acting time (official test_ret)
+    returns_scale: float | None = None  # returns-to-go divisor; None: from the dataset (docstring)
+    discount: float = 0.99  # discount of the returns-to-go conditioned on
+    temperature: float = 0.5  # scale of the sampler's per-step noise (low-temperature sampling)
+    lr: float = 2e-4  # Adam learning rate of the U-Net and inverse dynamics together
+    batch_size: int = 64  # segments per update (the official 32 x 2 accumulation steps)
+    ema_decay: float = 0.995  # decay of the U-Net's EMA copy, which plans
+    ema_start: int = 2000  # updates before the EMA starts averaging
+    ema_every: int = 10  # updates between EMA updates
+    clip_denoised: float | None = 5.0  # clamp predicted x0 to +-this (z-scores); None: no clamp
+    ddim_steps: int | None = None  # sampler steps at acting time; None: all T DDPM steps
+    ddim_eta: float = 0.0  # DDIM noise (0: deterministic) when ddim_steps is set
+    replan_every: int = 1  # env steps between plans (0: once per episode), open-loop between
 
 
-def resolve_config(cfg: Config, stats: DatasetStats) -> Config:
-    """Fill ``None`` fields from the chosen settings and the dataset's returns scale."""
-    if cfg.settings not in SETTINGS:
-        raise ValueError(f"unknown settings {cfg.settings!r}; valid: {', '.join(SETTINGS)}")
-    values = SETTINGS[cfg.settings]
-    filled = {k: v for k, v in values.items() if getattr(cfg, k) is None}
-    out = dataclasses.replace(cfg, **filled, dim_mults=tuple(cfg.dim_mults))
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with :data:`PAPER`'s values and the dataset's returns scale filled in."""
+    out = dataclasses.replace(fill(cfg, PAPER, info), dim_mults=tuple(cfg.dim_mults))
     if out.returns_scale is None:
-        out = dataclasses.replace(out, returns_scale=returns_scale(stats, cfg.discount))
+        out = dataclasses.replace(out, returns_scale=returns_scale(stats, out.discount))
     if not 1 <= out.history < out.horizon:
-        raise ValueError(f"history must be in [1, horizon), got {out.history}")
+        raise ValueError(
+            f"algo.history={out.history} is not valid; valid: 1 to algo.horizon - 1 = "
+            f"{out.horizon - 1}"
+        )
     return out
+
+
+# ---------------------------------------------------------------------------------- losses
+
+
+def diffusion_loss(
+    model: TemporalUnet,
+    diffusion: GaussianDiffusion,
+    states: Tensor,
+    returns: Tensor,
+    cons: Constraints,
+    dropout: float,
+) -> Tensor:
+    """Noise-prediction loss on normalized state segments ``[B, H, S]``, conditioned on their
+    normalized return ``[B, 1]`` (dropped with probability ``dropout``, so one network is also
+    the unconditional model); the constrained entries (history, maze goal) are inpainted in the
+    noisy input and carry no loss."""
+    return diffusion.loss(
+        with_inpainting(model, cons.hook()), states, dropped(returns, dropout), cons.free()
+    )
 
 
 # ---------------------------------------------------------------------------------- agent
 
 
-class Agent:
-    """Decision Diffuser following :mod:`algorithms.common.contract`."""
+class Agent(Checkpointable):
+    """Decision Diffuser following :mod:`algorithms.common.contract` (no LR schedule:
+    ``train_steps`` unused)."""
+
+    state_attrs = ("model", "inverse", "ema", "optimizer", "step")
 
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg = cfg = resolve_config(cfg, stats)
+        self.cfg = cfg = resolve(cfg, info, stats)
         self.info, self.device = info, torch.device(device)
         self.layout = StateLayout.from_info(info)
         self.norm = Normalizer(stats, self.layout, self.device)
@@ -177,21 +204,17 @@ class Agent:
         goal = states[:, -1, list(MAZE_POSITION)] if self.layout.is_maze else None
         cons = self.constraints(states.shape, states[:, :k], goal)
         returns = batch["returns_to_go"][:, k - 1 : k] / cfg.returns_scale
-        diffusion_loss = self.diffusion.loss(
-            with_inpainting(self.model, cons.hook()),
-            states,
-            dropped(returns, cfg.condition_dropout),
-            cons.free(),
+        plan_loss = diffusion_loss(
+            self.model, self.diffusion, states, returns, cons, cfg.condition_dropout
         )
         actions = self.norm.actions(batch["actions"])
         inverse_loss = self.inverse.loss(states, actions, batch["mask"])
-        loss = 0.5 * (diffusion_loss + inverse_loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (0.5 * (plan_loss + inverse_loss)).backward()
         self.optimizer.step()
         self.ema.update(self.model)
         self.step += 1
-        return {"diffusion_loss": diffusion_loss.detach(), "inverse_loss": inverse_loss.detach()}
+        return {"diffusion_loss": plan_loss.detach(), "inverse_loss": inverse_loss.detach()}
 
     def plan(self, history: Tensor, goal: Tensor | None, returns: Sequence[Tensor]) -> Tensor:
         """Normalized state plans ``[n, H, S]`` from histories ``[n, k, S]``.
@@ -212,44 +235,21 @@ class Agent:
             inpaint=self.constraints(shape, history, goal).hook(),
         )
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n_envs, act_dim]``: plans for all due envs in one pass, inverse dynamics."""
-        obs_t = to_tensor(obs, self.device)
-        state = self.norm.states(self.layout.states(obs_t))
-        history = self.history.push(state)
-        due = self.plans.due(len(obs_t))
-        if due.any():
-            rows = torch.as_tensor(due, device=self.device)
-            goal = None
-            if self.layout.is_maze:
-                goal = self.norm.state_dims(self.layout.goal(obs_t[rows]), MAZE_POSITION)
-            target = torch.full((int(due.sum()), 1), self.cfg.target_return, device=self.device)
-            self.plans.store(due, self.plan(history[rows], goal, [target]))
-        plans, age = self.plans.plans, self.plans.age
-        nxt = (age + self.cfg.history).clamp(max=self.cfg.horizon - 1)
-        target_state = plans[torch.arange(len(plans), device=self.device), nxt]
-        action = self.norm.unactions(self.inverse(state, target_state))
-        self.plans.advance()
-        return action.clamp(self.info.action_low, self.info.action_high).cpu().numpy()
+        return act_by_inverse_dynamics(
+            obs,
+            lambda history, goal, target: self.plan(history, goal, [target]),
+            layout=self.layout,
+            norm=self.norm,
+            plans=self.plans,
+            inverse=self.inverse,
+            info=self.info,
+            target_return=self.cfg.target_return,
+            history=self.history,
+        )
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """Clear histories and plans of the environments flagged in ``done`` (all when None)."""
         self.history.reset(done)
         self.plans.reset(done)
-
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "inverse": self.inverse.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.inverse.load_state_dict(state["inverse"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = state["step"]

@@ -18,11 +18,13 @@ actor learning rate and 3e-4 for the critic, gradient-norm clipping at the per-t
 both, cosine learning-rate decay for both (``--lr_decay``, as the README's commands run it); EMA
 of the actor with rate 0.995 every 5 steps from step 1000; acting samples 50 actions per state
 from the live actor and draws one with probabilities ``softmax(min(Q1', Q2'))`` of the target
-critic. Per-task settings (``PAPER_HPARAMS``) are ``main.py``'s ``hyperparameters`` table.
+critic. Per-task settings (:data:`PAPER`) are ``main.py``'s ``hyperparameters`` table, its
+``reward_tune`` names written in the suite's ``reward_norm`` vocabulary (``no``: ``none``;
+``cql_antmaze``: ``cql_antmaze``; ``iql_antmaze``: ``minus_one``; ``iql_locomotion``: ``returns``).
 Differences and why:
-- the cosine decay runs once over the run's ``max_steps`` (set by the harness from
-  ``train.steps``), stepped every update; the official scheduler has ``T_max = num_epochs`` but is
-  stepped once per ``train()`` call of 50 epochs, so its rate falls by only 0.1% over a run;
+- the cosine decay runs once over the run's training steps (the harness's ``train.steps``),
+  stepped every update; the official scheduler has ``T_max = num_epochs`` but is stepped once
+  per ``train()`` call of 50 epochs, so its rate falls by only 0.1% over a run;
 - before step 1000 the EMA copy follows the live actor (the suite's :class:`EMA`); the official
   copy stays at its initialization until then, so its first 1000 TD targets use actions of an
   untrained diffusion model;
@@ -34,151 +36,151 @@ Differences and why:
 - ``top_k`` and ``num_epochs`` are recorded, not acted on: the harness fixes the budget
   (``train.steps``) and reports the final and the best evaluation instead of the official
   offline model selection by the ``top_k``-th smallest BC loss; Adroit's rows (``reward_tune=
-  'normalize'``, reward mean and std, which :class:`DatasetStats` does not carry) are left out.
+  'normalize'``, reward mean and std, which :class:`DatasetStats` does not carry) are left out;
+- the antmaze rows, which the official code ran on D4RL's ``-v0`` datasets, are keyed by the
+  ``-v2`` ids (D4RL's fixed release, the one the suite would register).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
+from algorithms.common.critics import TwinQ, twin_q_loss
+from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
 from algorithms.common.diffusion import GaussianDiffusion
-from algorithms.common.nets import EMA, SinusoidalEmbedding, mlp, soft_update
-from algorithms.common.schedules import make_betas
-from algorithms.idql import Mish
-from algorithms.iql import cosine_decay
+from algorithms.common.nets import (
+    EMA,
+    Mish,
+    ObsNormalizer,
+    SinusoidalEmbedding,
+    gradient_step,
+    mlp,
+    soft_update,
+)
+from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform
+from algorithms.common.policies import ActionBox
+from algorithms.common.schedules import SCHEDULES, make_betas
 
 MAX_Q_BACKUP_SAMPLES = 10  # next actions per state for the max-Q backup (official constant)
+OFFICIAL = "Zhendong-Wang/Diffusion-Policies-for-Offline-RL main.py"
 
 
-@dataclass(frozen=True)
-class TaskHparams:
-    """One row of the official per-task table; ``gn <= 0`` means no gradient clipping."""
+def _row(
+    official: str,
+    actor_lr: float,
+    eta: float,
+    max_q_backup: bool,
+    reward_norm: str,
+    grad_norm: float,
+    top_k: int,
+    num_epochs: int,
+) -> tuple[str, Settings]:
+    """One row of the official ``hyperparameters`` table (its ``lr``, ``eta``, ``max_q_backup``,
+    ``reward_tune``, ``gn``, ``top_k``, ``num_epochs``), keyed by the suite's dataset id (the
+    official key, antmaze's ``-v0`` read as ``-v2``)."""
+    dataset = official.replace("-v0", "-v2") if official.startswith("antmaze") else official
+    values = {
+        "actor_lr": actor_lr,
+        "eta": eta,
+        "max_q_backup": max_q_backup,
+        "reward_norm": reward_norm,
+        "grad_norm": grad_norm,
+        "top_k": top_k,
+        "num_epochs": num_epochs,
+    }
+    return dataset, Settings(f"{OFFICIAL} hyperparameters[{official!r}]", values)
 
-    lr: float
-    eta: float
-    max_q_backup: bool
-    reward_tune: str
-    gn: float
-    top_k: int
-    num_epochs: int  # of 1000 updates each: the paper's training budget
 
-
-# main.py's ``hyperparameters`` of the official code (the paper's Table of per-task settings).
-PAPER_HPARAMS: dict[str, TaskHparams] = {
-    "halfcheetah-medium-v2": TaskHparams(3e-4, 1.0, False, "no", 9.0, 1, 2000),
-    "hopper-medium-v2": TaskHparams(3e-4, 1.0, False, "no", 9.0, 2, 2000),
-    "walker2d-medium-v2": TaskHparams(3e-4, 1.0, False, "no", 1.0, 1, 2000),
-    "halfcheetah-medium-replay-v2": TaskHparams(3e-4, 1.0, False, "no", 2.0, 0, 2000),
-    "hopper-medium-replay-v2": TaskHparams(3e-4, 1.0, False, "no", 4.0, 2, 2000),
-    "walker2d-medium-replay-v2": TaskHparams(3e-4, 1.0, False, "no", 4.0, 1, 2000),
-    "halfcheetah-medium-expert-v2": TaskHparams(3e-4, 1.0, False, "no", 7.0, 0, 2000),
-    "hopper-medium-expert-v2": TaskHparams(3e-4, 1.0, False, "no", 5.0, 2, 2000),
-    "walker2d-medium-expert-v2": TaskHparams(3e-4, 1.0, False, "no", 5.0, 1, 2000),
-    "antmaze-umaze-v0": TaskHparams(3e-4, 0.5, False, "cql_antmaze", 2.0, 2, 1000),
-    "antmaze-umaze-diverse-v0": TaskHparams(3e-4, 2.0, True, "cql_antmaze", 3.0, 2, 1000),
-    "antmaze-medium-play-v0": TaskHparams(1e-3, 2.0, True, "cql_antmaze", 2.0, 1, 1000),
-    "antmaze-medium-diverse-v0": TaskHparams(3e-4, 3.0, True, "cql_antmaze", 1.0, 1, 1000),
-    "antmaze-large-play-v0": TaskHparams(3e-4, 4.5, True, "cql_antmaze", 10.0, 2, 1000),
-    "antmaze-large-diverse-v0": TaskHparams(3e-4, 3.5, True, "cql_antmaze", 7.0, 1, 1000),
-    "kitchen-complete-v0": TaskHparams(3e-4, 0.005, False, "no", 9.0, 2, 250),
-    "kitchen-partial-v0": TaskHparams(3e-4, 0.005, False, "no", 10.0, 2, 1000),
-    "kitchen-mixed-v0": TaskHparams(3e-4, 0.005, False, "no", 10.0, 0, 1000),
-}
-# Tasks outside the table (other locomotion levels, point mazes, toys): the values the nine
-# locomotion rows share, with ``Diffusion_QL``'s default ``grad_norm=1.0`` and ``main.py``'s
-# (commented-out) default ``top_k=1``.
-DEFAULT_HPARAMS = TaskHparams(3e-4, 1.0, False, "no", 1.0, 1, 2000)
-
-# The ``reward_tune`` modes of the official ``utils/data_sampler.py`` that DatasetStats can express.
-REWARD_TUNES = ("no", "cql_antmaze", "iql_antmaze", "iql_locomotion")
+PAPER = PaperDefaults(
+    families={
+        # Tasks outside the table (other locomotion levels, point mazes, toys): the values the
+        # nine locomotion rows share, Diffusion_QL's default grad_norm=1.0 and main.py's
+        # (commented-out) default top_k=1.
+        "default": Settings(
+            f"{OFFICIAL}: the locomotion rows' shared values, grad_norm and top_k defaults",
+            {
+                "actor_lr": 3e-4,
+                "eta": 1.0,
+                "max_q_backup": False,
+                "reward_norm": "none",
+                "grad_norm": 1.0,
+                "top_k": 1,
+                "num_epochs": 2000,
+            },
+        )
+    },
+    datasets=dict(
+        [
+            # official key, lr, eta, max_q_backup, reward_tune, gn, top_k, num_epochs
+            _row("halfcheetah-medium-v2", 3e-4, 1.0, False, "none", 9.0, 1, 2000),
+            _row("hopper-medium-v2", 3e-4, 1.0, False, "none", 9.0, 2, 2000),
+            _row("walker2d-medium-v2", 3e-4, 1.0, False, "none", 1.0, 1, 2000),
+            _row("halfcheetah-medium-replay-v2", 3e-4, 1.0, False, "none", 2.0, 0, 2000),
+            _row("hopper-medium-replay-v2", 3e-4, 1.0, False, "none", 4.0, 2, 2000),
+            _row("walker2d-medium-replay-v2", 3e-4, 1.0, False, "none", 4.0, 1, 2000),
+            _row("halfcheetah-medium-expert-v2", 3e-4, 1.0, False, "none", 7.0, 0, 2000),
+            _row("hopper-medium-expert-v2", 3e-4, 1.0, False, "none", 5.0, 2, 2000),
+            _row("walker2d-medium-expert-v2", 3e-4, 1.0, False, "none", 5.0, 1, 2000),
+            _row("antmaze-umaze-v0", 3e-4, 0.5, False, "cql_antmaze", 2.0, 2, 1000),
+            _row("antmaze-umaze-diverse-v0", 3e-4, 2.0, True, "cql_antmaze", 3.0, 2, 1000),
+            _row("antmaze-medium-play-v0", 1e-3, 2.0, True, "cql_antmaze", 2.0, 1, 1000),
+            _row("antmaze-medium-diverse-v0", 3e-4, 3.0, True, "cql_antmaze", 1.0, 1, 1000),
+            _row("antmaze-large-play-v0", 3e-4, 4.5, True, "cql_antmaze", 10.0, 2, 1000),
+            _row("antmaze-large-diverse-v0", 3e-4, 3.5, True, "cql_antmaze", 7.0, 1, 1000),
+            _row("kitchen-complete-v0", 3e-4, 0.005, False, "none", 9.0, 2, 250),
+            _row("kitchen-partial-v0", 3e-4, 0.005, False, "none", 10.0, 2, 1000),
+            _row("kitchen-mixed-v0", 3e-4, 0.005, False, "none", 10.0, 0, 1000),
+        ]
+    ),
+)
 
 
 @dataclass
 class Config:
-    """Paper defaults; ``None`` takes the task's row of ``PAPER_HPARAMS`` (see :func:`paper_hparams`)."""
+    """Paper defaults; ``None`` takes the task's row of the official table (:data:`PAPER`)."""
 
     # per task (None: the paper's table)
-    eta: float | None = None  # weight of the normalized Q term
-    lr: float | None = None  # actor learning rate
-    max_q_backup: bool | None = None
-    reward_tune: str | None = None  # one of REWARD_TUNES
+    eta: float | None = None  # weight of the normalized Q term in the actor loss
+    actor_lr: float | None = None  # Adam learning rate of the denoiser
+    max_q_backup: bool | None = None  # TD target from each head's max over 10 sampled actions
+    reward_norm: str | None = None  # reward transform: returns, minus_one, cql_antmaze or none
     grad_norm: float | None = None  # ``gn``: max gradient norm of actor and critic; <= 0: none
     top_k: int | None = None  # recorded only (official offline model selection)
     num_epochs: int | None = None  # recorded only (the paper's budget, epochs of 1000 updates)
     # critic
-    critic_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    critic_hidden: int = 256
-    critic_depth: int = 3
+    critic_lr: float = 3e-4  # Adam learning rate of the twin critic
+    discount: float = 0.99  # discount of the TD target
+    tau: float = 0.005  # Polyak rate of the target critic
+    critic_hidden: int = 256  # width of the critic MLPs' hidden layers
+    critic_depth: int = 3  # hidden layers of the critic MLPs
     # diffusion actor
-    T: int = 5
-    beta_schedule: str = "vp"
-    actor_hidden: int = 256
-    actor_depth: int = 3
-    time_dim: int = 16
-    ema_decay: float = 0.995
-    step_start_ema: int = 1000
-    update_ema_every: int = 5
+    n_diffusion_steps: int = 5  # diffusion steps T of the noise schedule
+    beta_schedule: str = "vp"  # noise schedule: vp, cosine or linear
+    actor_hidden: int = 256  # width of the denoiser MLP's hidden layers
+    actor_depth: int = 3  # hidden layers of the denoiser MLP
+    time_dim: int = 16  # width of the sinusoidal diffusion-step embedding
+    ema_decay: float = 0.995  # decay of the actor's EMA copy, which samples the TD target's actions
+    ema_start: int = 1000  # training steps before the EMA averages (it tracks the actor until then)
+    ema_every: int = 5  # training steps between EMA updates
     # optimization
-    lr_decay: bool = True
-    max_steps: int = 1_000_000  # cosine schedule length; the harness sets it from train.steps
-    batch_size: int = 256
+    lr_decay: bool = True  # cosine decay of both learning rates to 0 over the run
+    batch_size: int = 256  # transitions per update
     # acting
-    n_candidates: int = 50
+    n_candidates: int = 50  # actions sampled per state, one drawn with probabilities softmax(Q)
 
 
-def paper_hparams(task_id: str) -> TaskHparams:
-    """The official row for ``task_id``, matched by name without the ``-vN`` suffix (so
-    ``antmaze-umaze-v2`` takes ``antmaze-umaze-v0``'s row), else :data:`DEFAULT_HPARAMS`."""
-    base = re.sub(r"-v\d+$", "", task_id)
-    for name, row in PAPER_HPARAMS.items():
-        if re.sub(r"-v\d+$", "", name) == base:
-            return row
-    return DEFAULT_HPARAMS
-
-
-def resolve_config(cfg: Config, info: TaskInfo) -> Config:
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
     """``cfg`` with every ``None`` per-task field taken from the task's paper row; validated."""
-    row = paper_hparams(info.data_id)
-    filled = {
-        "eta": row.eta,
-        "lr": row.lr,
-        "max_q_backup": row.max_q_backup,
-        "reward_tune": row.reward_tune,
-        "grad_norm": row.gn,
-        "top_k": row.top_k,
-        "num_epochs": row.num_epochs,
-    }
-    out = dataclasses.replace(
-        cfg, **{k: v if getattr(cfg, k) is None else getattr(cfg, k) for k, v in filled.items()}
-    )
-    if out.reward_tune not in REWARD_TUNES:
-        raise ValueError(
-            f"unknown reward_tune {out.reward_tune!r}; valid: {', '.join(REWARD_TUNES)}"
-        )
-    return out
-
-
-def reward_transform(mode: str, stats: DatasetStats) -> tuple[float, float]:
-    """``(scale, shift)`` so the critic trains on ``scale * r + shift`` (official ``reward_tune``):
-    ``cql_antmaze`` ``(r - 0.5) * 4``; ``iql_antmaze`` ``r - 1``; ``iql_locomotion``
-    ``1000 r / (max return - min return)``; ``no`` unchanged."""
-    if mode == "cql_antmaze":
-        return 4.0, -2.0
-    if mode == "iql_antmaze":
-        return 1.0, -1.0
-    if mode == "iql_locomotion":
-        return 1000.0 / max(stats.return_max - stats.return_min, 1e-6), 0.0
-    return 1.0, 0.0
+    cfg = fill(cfg, PAPER, info)
+    check_choice("reward_norm", cfg.reward_norm, REWARD_NORMS)
+    check_choice("beta_schedule", cfg.beta_schedule, tuple(SCHEDULES))
+    return cfg
 
 
 # ---------------------------------------------------------------------------------- networks
@@ -200,22 +202,6 @@ class MLPDenoiser(nn.Module):
         return self.net(torch.cat([a_t, self.time(t), obs], dim=-1))
 
 
-class MishTwinQ(nn.Module):
-    """The official ``Critic``: two ``depth`` x ``hidden`` Mish MLPs on ``concat(s, a)``."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, depth: int):
-        super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, 1, hidden, depth, activation=Mish)
-        self.q2 = mlp(obs_dim + act_dim, 1, hidden, depth, activation=Mish)
-
-    def forward(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.cat([obs, act], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
-
-    def min(self, obs: Tensor, act: Tensor) -> Tensor:
-        return torch.minimum(*self(obs, act))
-
-
 # ---------------------------------------------------------------------------------- losses
 
 
@@ -230,101 +216,114 @@ def normalized_q_loss(q1: Tensor, q2: Tensor, use_q1: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------- agent
 
 
-class Agent:
+class Agent(Checkpointable):
     """Diffusion-QL agent following :mod:`algorithms.common.contract`."""
 
+    state_attrs = (
+        "actor",
+        "ema",
+        "critic",
+        "critic_target",
+        "actor_optimizer",
+        "critic_optimizer",
+        "actor_schedule",
+        "critic_schedule",
+        "step",
+    )
+
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg = cfg = resolve_config(cfg, info)
+        self.cfg = cfg = resolve(cfg, info, stats)
         self.info, self.device = info, torch.device(device)
         self.data_spec = DataSpec(
             kind="transitions", batch_size=cfg.batch_size, discount=cfg.discount
         )
-        self.obs_mean = torch.as_tensor(stats.obs_mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(stats.obs_std, dtype=torch.float32, device=self.device)
-        self.reward_scale, self.reward_shift = reward_transform(cfg.reward_tune, stats)
-        self.act_mid = (info.action_high + info.action_low) / 2
-        self.act_half = (info.action_high - info.action_low) / 2
+        self.normalize = ObsNormalizer(stats.obs_mean, stats.obs_std, self.device)
+        self.reward_scale, self.reward_shift = reward_transform(cfg.reward_norm, stats)
+        self.box = ActionBox.of(info)
 
         self.actor = MLPDenoiser(
             info.obs_dim, info.act_dim, cfg.actor_hidden, cfg.actor_depth, cfg.time_dim
         ).to(self.device)
-        self.ema = EMA(
-            self.actor, decay=cfg.ema_decay, start=cfg.step_start_ema, every=cfg.update_ema_every
+        self.ema = EMA(self.actor, decay=cfg.ema_decay, start=cfg.ema_start, every=cfg.ema_every)
+        self.critic = TwinQ(
+            info.obs_dim, info.act_dim, cfg.critic_hidden, cfg.critic_depth, activation=Mish
         )
-        self.critic = MishTwinQ(info.obs_dim, info.act_dim, cfg.critic_hidden, cfg.critic_depth)
         self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_params = list(self.actor.parameters())
         self.critic_params = list(self.critic.parameters())
-        self.actor_optimizer = torch.optim.Adam(self.actor_params, lr=cfg.lr, fused=True)
+        self.actor_optimizer = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr, fused=True)
-        self.schedules = [
-            torch.optim.lr_scheduler.LambdaLR(opt, cosine_decay(cfg.max_steps))
-            for opt in (self.actor_optimizer, self.critic_optimizer)
-            if cfg.lr_decay
-        ]
+        factor = cosine_decay(train_steps) if cfg.lr_decay else (lambda step: 1.0)
+        self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(self.actor_optimizer, factor)
+        self.critic_schedule = torch.optim.lr_scheduler.LambdaLR(self.critic_optimizer, factor)
         self.diffusion = GaussianDiffusion(
-            make_betas(cfg.beta_schedule, cfg.T), clip_denoised=(-1.0, 1.0), variance="posterior"
+            make_betas(cfg.beta_schedule, cfg.n_diffusion_steps),
+            clip_denoised=(-1.0, 1.0),
+            variance="posterior",
         ).to(self.device)
         self.step = 0
-
-    def normalize(self, obs: Tensor) -> Tensor:
-        return (obs - self.obs_mean) / self.obs_std
 
     def sample_unit(self, model: nn.Module, obs: Tensor, differentiable: bool = False) -> Tensor:
         """Actions in [-1, 1]^act_dim, one per row of ``obs`` ``[*batch, obs_dim]``, by DDPM."""
         shape = (*obs.shape[:-1], self.info.act_dim)
         return self.diffusion.sample(model, shape, obs, differentiable=differentiable)
 
+    @torch.no_grad()
     def td_target(self, next_obs: Tensor, reward: Tensor, terminal: Tensor) -> Tensor:
         """``r + discount * (1 - done) * min_i Q_i'(s', a')`` with ``a'`` from the EMA actor;
         with ``max_q_backup`` each head first takes its max over 10 sampled ``a'``."""
-        with torch.no_grad():
-            if self.cfg.max_q_backup:
-                rep = next_obs.unsqueeze(1).expand(-1, MAX_Q_BACKUP_SAMPLES, -1)
-                q1, q2 = self.critic_target(rep, self.sample_unit(self.ema.model, rep))
-                next_q = torch.minimum(q1.amax(dim=1), q2.amax(dim=1))
-            else:
-                next_q = self.critic_target.min(
-                    next_obs, self.sample_unit(self.ema.model, next_obs)
-                )
-            return reward + self.cfg.discount * (1.0 - terminal) * next_q
+        if self.cfg.max_q_backup:
+            rep = next_obs.unsqueeze(1).expand(-1, MAX_Q_BACKUP_SAMPLES, -1)
+            q1, q2 = self.critic_target(rep, self.sample_unit(self.ema.model, rep))
+            next_q = torch.minimum(q1.amax(dim=1), q2.amax(dim=1))
+        else:
+            next_q = self.critic_target.min(next_obs, self.sample_unit(self.ema.model, next_obs))
+        return reward + self.cfg.discount * (1.0 - terminal) * next_q
 
-    def clip_and_step(self, params: list[Tensor], optimizer: torch.optim.Optimizer) -> None:
-        if self.cfg.grad_norm > 0:
-            nn.utils.clip_grad_norm_(params, max_norm=self.cfg.grad_norm, foreach=True)
-        optimizer.step()
+    def _update_critic(
+        self, obs: Tensor, act: Tensor, reward: Tensor, next_obs: Tensor, terminal: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One clipped step of the twin critic on its TD loss; returns the loss and Q1 [B]."""
+        target = self.td_target(next_obs, reward, terminal)
+        q1, q2 = self.critic(obs, act)
+        loss = twin_q_loss(q1, q2, target)
+        gradient_step(self.critic_optimizer, loss, self.critic_params, self.cfg.grad_norm)
+        return loss, q1
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One critic step, then one actor step (BC + eta * Q term through the chain), then the
-        EMA, the critic's target and both learning-rate schedules, in the official order."""
-        obs = self.normalize(batch["observations"])
-        next_obs = self.normalize(batch["next_observations"])
-        unit_act = (batch["actions"] - self.act_mid) / self.act_half
-        reward = self.reward_scale * batch["rewards"] + self.reward_shift
-
-        target = self.td_target(next_obs, reward, batch["terminals"])
-        q1, q2 = self.critic(obs, unit_act)
-        critic_loss = (q1 - target).square().mean() + (q2 - target).square().mean()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.clip_and_step(self.critic_params, self.critic_optimizer)
-
-        bc_loss = self.diffusion.loss(self.actor, unit_act, obs)
+    def _update_actor(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One clipped step of the actor on the denoising loss plus ``eta`` times
+        :func:`normalized_q_loss` of actions sampled through the whole chain (gradients into the
+        actor only); returns the total, denoising and Q losses."""
+        bc_loss = self.diffusion.loss(self.actor, act, obs)
         new_q1, new_q2 = self.critic(obs, self.sample_unit(self.actor, obs, differentiable=True))
         use_q1 = torch.rand((), device=self.device) < 0.5
         q_loss = normalized_q_loss(new_q1, new_q2, use_q1)
-        actor_loss = bc_loss + self.cfg.eta * q_loss
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self.actor_params)
-        self.clip_and_step(self.actor_params, self.actor_optimizer)
+        loss = bc_loss + self.cfg.eta * q_loss
+        gradient_step(self.actor_optimizer, loss, self.actor_params, self.cfg.grad_norm)
+        return loss, bc_loss, q_loss
 
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One critic step, then one actor step, then the EMA, the critic's target and both
+        learning-rate schedules, in the official order."""
+        obs = self.normalize(batch["observations"])
+        next_obs = self.normalize(batch["next_observations"])
+        unit_act = self.box.to_unit(batch["actions"])
+        reward = self.reward_scale * batch["rewards"] + self.reward_shift
+
+        critic_loss, q1 = self._update_critic(obs, unit_act, reward, next_obs, batch["terminals"])
+        actor_loss, bc_loss, q_loss = self._update_actor(obs, unit_act)
         self.ema.update(self.actor)
         soft_update(self.critic_target, self.critic, self.cfg.tau)
-        for schedule in self.schedules:
-            schedule.step()
+        self.actor_schedule.step()
+        self.critic_schedule.step()
         self.step += 1
         return {
             "critic_loss": critic_loss.detach(),
@@ -338,38 +337,14 @@ class Agent:
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n_envs, act_dim]``: ``n_candidates`` per env from the live actor in one
         denoising pass, one drawn per env with probabilities softmax(target min Q)."""
-        obs_t = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        obs_t = self.normalize.from_numpy(obs)
         n_envs = obs_t.shape[0]
         cond = obs_t.unsqueeze(1).expand(n_envs, self.cfg.n_candidates, obs_t.shape[-1])
         candidates = self.sample_unit(self.actor, cond)
         probs = torch.softmax(self.critic_target.min(cond, candidates), dim=-1)
         idx = torch.multinomial(probs, 1).squeeze(-1)
         unit = candidates[torch.arange(n_envs, device=self.device), idx]
-        action = self.act_mid + self.act_half * unit
-        return action.clamp(self.info.action_low, self.info.action_high).cpu().numpy()
+        return self.box.clamp(self.box.from_unit(unit)).cpu().numpy()
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """Diffusion-QL keeps no per-environment state."""
-
-    def state_dict(self) -> dict:
-        return {
-            "actor": self.actor.state_dict(),
-            "ema": self.ema.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "schedules": [s.state_dict() for s in self.schedules],
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.ema.load_state_dict(state["ema"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        for schedule, s in zip(self.schedules, state["schedules"], strict=True):
-            schedule.load_state_dict(s)
-        self.step = state["step"]

@@ -24,12 +24,13 @@ extraction and the transformer goal diffuser; everything below is our choice whe
   :func:`algorithms.common.planning.returns_scale`), dropped with probability 0.25, guidance
   weight 1.2, target return 0.9, temperature 0.5 (Decision Diffuser's official values);
 - the trajectory diffuser: a temporal U-Net (dim 32, mults (1, 2, 4)) over ``K + 1`` states,
-  conditioned on its two
-  subgoals by inpainting both ends (as Diffuser conditions on start and goal), trained on random
-  real ``K + 1``-step chunks of the window; the segments of one plan are denoised in one batch;
+  conditioned on its two subgoals by inpainting both ends (as Diffuser conditions on start and
+  goal), trained on random real ``K + 1``-step chunks of the window; the segments of one plan
+  are denoised in one batch;
 - actions from Decision Diffuser's inverse-dynamics MLP between the current state and the next
-  planned state; ``K`` = 4 with M = 8 on locomotion (horizon 32, Diffuser's) and 16 / 32 / 48 on
-  umaze / medium / large mazes (horizons 128 / 256 / 384, Diffuser's maze horizons);
+  planned state; ``K`` = 4 with M = 8 on locomotion (horizon 32, Diffuser's; also on the toy and
+  safe-control tasks) and 16 / 32 / 48 on umaze / medium / large mazes (horizons 128 / 256 / 384,
+  Diffuser's maze horizons), per task family in :data:`PAPER`;
 - T = 200 cosine steps for both diffusers, epsilon prediction, Adam 2e-4 on the sum of the three
   losses, batch 64, EMA 0.995 (start 2000, every 10), as Decision Diffuser's code;
 - replanning: every step on locomotion, every ``K`` steps (each time a subgoal is due) on mazes;
@@ -49,8 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
-from algorithms.common.diffusion import GaussianDiffusion
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
+from algorithms.common.defaults import PaperDefaults, Settings, fill
+from algorithms.common.diffusion import ClassifierFreeGuidance, GaussianDiffusion
 from algorithms.common.nets import EMA
 from algorithms.common.planning import (
     MAZE_POSITION,
@@ -59,77 +61,94 @@ from algorithms.common.planning import (
     Normalizer,
     OpenLoopPlans,
     StateLayout,
+    act_by_inverse_dynamics,
     clip_range,
     condition,
     dropped,
     guided,
-    planner_family,
     returns_scale,
-    to_tensor,
     with_inpainting,
 )
 from algorithms.common.schedules import make_betas
 from algorithms.common.unet import ConditionEmbedding, TemporalUnet, time_mlp
 
-# Subgoal interval K and shortcut radius per task family (our choices, module docstring).
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "locomotion": {"subgoal_interval": 4, "shortcut_radius": 0.0, "replan_every": 1},
-    "maze-umaze": {"subgoal_interval": 16, "shortcut_radius": 0.2},
-    "maze-medium": {"subgoal_interval": 32, "shortcut_radius": 0.2},
-    "maze-large": {"subgoal_interval": 48, "shortcut_radius": 0.2},
-}
+# The paper gives no per-task values we could check; these are our choices (module docstring).
+# Outside point mazes (locomotion, and the toy and safe-control tasks): Diffuser's locomotion
+# horizon 32 as 8 subgoals x 4, no shortcuts, a new plan every step.
+NOT_MAZE = Settings(
+    "ours: Diffuser's locomotion horizon 32 = 8 x 4, no shortcuts, a plan every step",
+    {"subgoal_interval": 4, "shortcut_radius": 0.0, "replan_every": 1},
+)
+PAPER = PaperDefaults(
+    families={
+        "locomotion": NOT_MAZE,
+        "toy": NOT_MAZE,
+        "safe": NOT_MAZE,
+        "maze": Settings(
+            "ours: shortcuts between positions 0.2 apart, a plan each time a subgoal is due",
+            {"shortcut_radius": 0.2},
+        ),
+        "maze-umaze": Settings(
+            "ours: Diffuser's maze2d-umaze horizon 128 = 8 x 16", {"subgoal_interval": 16}
+        ),
+        "maze-medium": Settings(
+            "ours: Diffuser's maze2d-medium horizon 256 = 8 x 32", {"subgoal_interval": 32}
+        ),
+        "maze-large": Settings(
+            "ours: Diffuser's maze2d-large horizon 384 = 8 x 48", {"subgoal_interval": 48}
+        ),
+    }
+)
 
 
 @dataclass
 class Config:
-    """Defaults as chosen in the module docstring; ``None`` takes the task family's value."""
+    """HDMI's hyperparameters (our choices, module docstring); ``None`` fields take
+    :data:`PAPER`'s value for the task family."""
 
-    n_subgoals: int = 8
-    subgoal_interval: int | None = None
-    shortcut_radius: float | None = None
-    n_diffusion_steps: int = 200
-    # goal diffuser (transformer)
-    goal_width: int = 128
-    goal_layers: int = 4
-    goal_heads: int = 4
-    condition_dropout: float = 0.25
-    guidance_scale: float = 1.2
-    target_return: float = 0.9
-    returns_scale: float | None = None
-    discount: float = 0.99
-    temperature: float = 0.5
-    # trajectory diffuser (temporal U-Net) and inverse dynamics
-    dim: int = 32
-    dim_mults: tuple[int, ...] = (1, 2, 4)
-    inv_hidden: int = 256
-    lr: float = 2e-4
-    batch_size: int = 64
-    ema_decay: float = 0.995
-    ema_start: int = 2000
-    ema_every: int = 10
-    clip_denoised: float | None = 5.0  # clamp predicted x0 to +-this (z-scores)
-    ddim_steps: int | None = None  # None: all T DDPM steps, for both diffusers
-    ddim_eta: float = 0.0
-    replan_every: int | None = None  # None: 1 on locomotion, K on mazes; 0: once per episode
+    n_subgoals: int = 8  # subgoals M after the current state (the goal diffuser plans M + 1)
+    subgoal_interval: int | None = None  # steps K between consecutive subgoals
+    shortcut_radius: float | None = None  # distance that joins two steps in subgoal extraction
+    n_diffusion_steps: int = 200  # diffusion steps T of both diffusers' cosine schedule
+    goal_width: int = 128  # goal transformer: token width
+    goal_layers: int = 4  # goal transformer: encoder layers
+    goal_heads: int = 4  # goal transformer: attention heads
+    condition_dropout: float = 0.25  # probability of dropping the return condition in training
+    guidance_scale: float = 1.2  # classifier-free guidance weight w of the goal diffuser
+    target_return: float = 0.9  # normalized return planned for at acting time
+    returns_scale: float | None = None  # returns-to-go divisor; None: from the dataset (docstring)
+    discount: float = 0.99  # discount of the returns-to-go conditioned on
+    temperature: float = 0.5  # scale of the sampler's per-step noise (low-temperature sampling)
+    dim: int = 32  # trajectory U-Net: base channel width
+    dim_mults: tuple[int, ...] = (1, 2, 4)  # trajectory U-Net: channel multipliers
+    inv_hidden: int = 256  # hidden width of the 2-layer inverse-dynamics MLP
+    lr: float = 2e-4  # Adam learning rate of all three models together
+    batch_size: int = 64  # windows of M K + 1 steps per update
+    ema_decay: float = 0.995  # decay of both diffusers' EMA copies, which plan
+    ema_start: int = 2000  # updates before the EMAs start averaging
+    ema_every: int = 10  # updates between EMA updates
+    clip_denoised: float | None = 5.0  # clamp predicted x0 to +-this (z-scores); None: no clamp
+    ddim_steps: int | None = None  # sampler steps of both diffusers; None: all T DDPM steps
+    ddim_eta: float = 0.0  # DDIM noise (0: deterministic) when ddim_steps is set
+    replan_every: int | None = None  # env steps between plans (0: once per episode); unset: K
 
 
-def resolve_config(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
-    """Fill ``None`` fields from the task family and the dataset's returns scale."""
-    defaults = FAMILY_DEFAULTS[planner_family(info)]
-    out = dataclasses.replace(
-        cfg,
-        subgoal_interval=cfg.subgoal_interval or defaults["subgoal_interval"],
-        shortcut_radius=(
-            defaults["shortcut_radius"] if cfg.shortcut_radius is None else cfg.shortcut_radius
-        ),
-        dim_mults=tuple(cfg.dim_mults),
-    )
-    if out.replan_every is None:
-        out = dataclasses.replace(
-            out, replan_every=defaults.get("replan_every", out.subgoal_interval)
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with :data:`PAPER`'s values for the task family, a plan every ``K`` steps where
+    they leave ``replan_every`` unset, and the dataset's returns scale filled in."""
+    out = dataclasses.replace(fill(cfg, PAPER, info), dim_mults=tuple(cfg.dim_mults))
+    if out.subgoal_interval is None or out.shortcut_radius is None:
+        raise ValueError(
+            f"task {info.task_id!r} has no default algo.subgoal_interval / algo.shortcut_radius;"
+            " set both"
         )
+    for name in ("n_subgoals", "subgoal_interval"):
+        if getattr(out, name) < 1:
+            raise ValueError(f"algo.{name}={getattr(out, name)} is not valid; valid: 1 or more")
+    if out.replan_every is None:
+        out = dataclasses.replace(out, replan_every=out.subgoal_interval)
     if out.returns_scale is None:
-        out = dataclasses.replace(out, returns_scale=returns_scale(stats, cfg.discount))
+        out = dataclasses.replace(out, returns_scale=returns_scale(stats, out.discount))
     return out
 
 
@@ -203,16 +222,66 @@ class GoalTransformer(nn.Module):
         return self.out(h[:, 2:]).reshape(*batch_shape, n, -1)
 
 
+# ---------------------------------------------------------------------------------- losses
+
+
+def goal_loss(
+    model: GoalTransformer,
+    diffusion: GaussianDiffusion,
+    subgoals: Tensor,
+    returns: Tensor,
+    cons: Constraints,
+    dropout: float,
+) -> Tensor:
+    """Goal diffuser: noise-prediction loss on normalized subgoal sequences ``[B, M + 1, S]``,
+    conditioned on the window's normalized return ``[B, 1]`` (dropped with probability
+    ``dropout`` for classifier-free guidance); the first subgoal (and on mazes the last one's
+    position) is inpainted in the noisy input and carries no loss."""
+    return diffusion.loss(
+        with_inpainting(model, cons.hook()), subgoals, dropped(returns, dropout), cons.free()
+    )
+
+
+def trajectory_loss(
+    model: TemporalUnet, diffusion: GaussianDiffusion, chunks: Tensor, cons: Constraints
+) -> Tensor:
+    """Trajectory diffuser: unconditional noise-prediction loss on ``K + 1``-step chunks
+    ``[B, K + 1, S]`` whose two ends (the subgoals they join) are inpainted."""
+    return diffusion.loss(with_inpainting(model, cons.hook()), chunks, None, cons.free())
+
+
+def random_chunks(states: Tensor, k: int) -> Tensor:
+    """One random ``k + 1``-step chunk of each window ``[B, L, S] -> [B, k + 1, S]``."""
+    start = torch.randint(0, states.shape[1] - k, (len(states), 1), device=states.device)
+    idx = start + torch.arange(k + 1, device=states.device)
+    return states.gather(1, idx[..., None].expand(-1, -1, states.shape[-1]))
+
+
 # ---------------------------------------------------------------------------------- agent
 
 
-class Agent:
-    """HDMI following :mod:`algorithms.common.contract`."""
+class Agent(Checkpointable):
+    """HDMI following :mod:`algorithms.common.contract` (no LR schedule: ``train_steps`` unused)."""
+
+    state_attrs = (
+        "goal_model",
+        "traj_model",
+        "inverse",
+        "goal_ema",
+        "traj_ema",
+        "optimizer",
+        "step",
+    )
 
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg = cfg = resolve_config(cfg, info, stats)
+        self.cfg = cfg = resolve(cfg, info, stats)
         self.info, self.device = info, torch.device(device)
         self.layout = StateLayout.from_info(info)
         self.norm = Normalizer(stats, self.layout, self.device)
@@ -246,12 +315,14 @@ class Agent:
     # -- conditioning ------------------------------------------------------------------------
 
     def goal_constraints(self, shape: tuple, start: Tensor, goal: Tensor | None) -> Constraints:
+        """The current state as the first subgoal; for mazes the goal position last."""
         cons = Constraints(shape, self.device).fix(0, slice(None), start)
         if goal is not None:
             cons.fix(-1, MAZE_POSITION, goal)
         return cons
 
     def segment_constraints(self, shape: tuple, first: Tensor, last: Tensor) -> Constraints:
+        """Both ends of each segment: the two subgoals it joins."""
         cons = Constraints(shape, self.device).fix(0, slice(None), first)
         return cons.fix(-1, slice(None), last)
 
@@ -262,7 +333,7 @@ class Agent:
     # -- training ----------------------------------------------------------------------------
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One step of the goal diffuser, the trajectory diffuser and the inverse dynamics."""
+        """One step on the sum of the goal, trajectory and inverse-dynamics losses, and the EMAs."""
         cfg, k = self.cfg, self.cfg.subgoal_interval
         raw = self.layout.segment_states(batch["observations"], batch["mask"])
         states = self.norm.states(raw)
@@ -273,40 +344,36 @@ class Agent:
         goal = subgoals[:, -1, list(MAZE_POSITION)] if self.layout.is_maze else None
         g_cons = self.goal_constraints(subgoals.shape, subgoals[:, 0], goal)
         returns = batch["returns_to_go"][:, :1] / cfg.returns_scale
-        goal_loss = self.diffusion.loss(
-            with_inpainting(self.goal_model, g_cons.hook()),
-            subgoals,
-            dropped(returns, cfg.condition_dropout),
-            g_cons.free(),
+        g_loss = goal_loss(
+            self.goal_model, self.diffusion, subgoals, returns, g_cons, cfg.condition_dropout
         )
-        chunk = self.random_chunks(states)
-        s_cons = self.segment_constraints(chunk.shape, chunk[:, 0], chunk[:, -1])
-        traj_loss = self.diffusion.loss(
-            with_inpainting(self.traj_model, s_cons.hook()), chunk, None, s_cons.free()
-        )
+        chunks = random_chunks(states, k)
+        s_cons = self.segment_constraints(chunks.shape, chunks[:, 0], chunks[:, -1])
+        t_loss = trajectory_loss(self.traj_model, self.diffusion, chunks, s_cons)
         inverse_loss = self.inverse.loss(states, self.norm.actions(batch["actions"]), batch["mask"])
         self.optimizer.zero_grad(set_to_none=True)
-        (goal_loss + traj_loss + inverse_loss).backward()
+        (g_loss + t_loss + inverse_loss).backward()
         self.optimizer.step()
         self.goal_ema.update(self.goal_model)
         self.traj_ema.update(self.traj_model)
         self.step += 1
         return {
-            "goal_loss": goal_loss.detach(),
-            "trajectory_loss": traj_loss.detach(),
+            "goal_loss": g_loss.detach(),
+            "trajectory_loss": t_loss.detach(),
             "inverse_loss": inverse_loss.detach(),
         }
 
-    def random_chunks(self, states: Tensor) -> Tensor:
-        """One random ``K + 1``-step chunk of each window ``[B, L, S] -> [B, K + 1, S]``."""
-        k = self.cfg.subgoal_interval
-        start = torch.randint(0, states.shape[1] - k, (len(states), 1), device=states.device)
-        idx = start + torch.arange(k + 1, device=states.device)
-        return states.gather(1, idx[..., None].expand(-1, -1, states.shape[-1]))
-
     # -- acting ------------------------------------------------------------------------------
 
-    def sample(self, model: nn.Module, shape: tuple, cond, cfg_guide, cons: Constraints) -> Tensor:
+    def sample(
+        self,
+        model: nn.Module,
+        shape: tuple,
+        cond: dict[str, Tensor] | None,
+        cfg_guide: ClassifierFreeGuidance | None,
+        cons: Constraints,
+    ) -> Tensor:
+        """Normalized samples ``shape`` from ``model`` with the Config's sampler settings."""
         return self.diffusion.sample(
             model,
             shape,
@@ -345,46 +412,19 @@ class Agent:
             return cfg.n_subgoals
         return min(cfg.n_subgoals, math.ceil(cfg.replan_every / cfg.subgoal_interval))
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n_envs, act_dim]``: both levels planned for all due envs in one batch each."""
-        obs_t = to_tensor(obs, self.device)
-        state = self.norm.states(self.layout.states(obs_t))
-        due = self.plans.due(len(obs_t))
-        if due.any():
-            rows = torch.as_tensor(due, device=self.device)
-            goal = None
-            if self.layout.is_maze:
-                goal = self.norm.state_dims(self.layout.goal(obs_t[rows]), MAZE_POSITION)
-            target = torch.full((int(due.sum()), 1), self.cfg.target_return, device=self.device)
-            self.plans.store(due, self.plan(state[rows], goal, target))
-        plans, age = self.plans.plans, self.plans.age
-        nxt = (age + 1).clamp(max=plans.shape[1] - 1)
-        target_state = plans[torch.arange(len(plans), device=self.device), nxt]
-        action = self.norm.unactions(self.inverse(state, target_state))
-        self.plans.advance()
-        return action.clamp(self.info.action_low, self.info.action_high).cpu().numpy()
+        return act_by_inverse_dynamics(
+            obs,
+            self.plan,
+            layout=self.layout,
+            norm=self.norm,
+            plans=self.plans,
+            inverse=self.inverse,
+            info=self.info,
+            target_return=self.cfg.target_return,
+        )
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """Drop the plans of the environments flagged in ``done`` (all when None)."""
         self.plans.reset(done)
-
-    def state_dict(self) -> dict:
-        return {
-            "goal_model": self.goal_model.state_dict(),
-            "traj_model": self.traj_model.state_dict(),
-            "inverse": self.inverse.state_dict(),
-            "goal_ema": self.goal_ema.state_dict(),
-            "traj_ema": self.traj_ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.goal_model.load_state_dict(state["goal_model"])
-        self.traj_model.load_state_dict(state["traj_model"])
-        self.inverse.load_state_dict(state["inverse"])
-        self.goal_ema.load_state_dict(state["goal_ema"])
-        self.traj_ema.load_state_dict(state["traj_ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = state["step"]

@@ -9,14 +9,14 @@ behaviour policy reweighted by the critic, so re-ranking behaviour samples recov
 Follows the official code (philippe-eecs/IDQL, ``ddpm_iql_learner.py`` and the launcher
 ``train_ddpm_iql_offline.py``): T = 5 with the VP schedule, the LN-ResNet denoiser (3 residual
 blocks of width 256 with 4x expansion, LayerNorm, dropout 0.1, Mish), epsilon loss, Adam 3e-4
-with a cosine decay to 0 over ``max_steps`` for the actor (3e6 in the launcher), an EMA of the
-actor (rate 0.001) used for sampling, ancestral sampling with noise ``sqrt(beta_t)`` and each
+with a cosine decay to 0 over the run's training steps for the actor (3e6 in the launcher), an
+EMA of the actor (rate 0.001) used for sampling, ancestral sampling with noise ``sqrt(beta_t)`` and each
 step's sample clipped to the action box, N = 64 candidates (the launcher's; it also evaluates
 16 and 256), and the offline evaluation's rule (``eval_actions``): the candidate with the
 largest target-critic min Q. ``selection="expectile"``
 instead samples a candidate with the paper's implicit-policy weights ``|tau - 1(Q < V)|``
 (``sample_implicit_policy``). Expectile 0.7 (locomotion) / 0.9 (antmaze) and the reward
-normalization of the official ``train_diffusion_offline.py`` are kept as data.
+normalization of the official ``train_diffusion_offline.py`` are :data:`PAPER`.
 Differences and why:
 - one actor step on the same batch of 256 per critic step: the official loop draws 512
   transitions, trains the critic on the first 256 and the actor on all 512, then takes a second
@@ -30,112 +30,88 @@ Differences and why:
   before this step's V update (one step stale, as CORL), and PyTorch's default init is used;
 - ``ddpm_temperature`` also scales the initial noise (the suite's sampler convention; the
   official scales only the per-step noise; the same at the default 1);
-- Mish is computed with one exp (:class:`Mish`), same values, 2.5x faster on CPU.
+- Mish is computed with one exp (the suite's :class:`~algorithms.common.nets.Mish`), same
+  values, 2.5x faster on CPU.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import IQLCritic
+from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
 from algorithms.common.diffusion import GaussianDiffusion
-from algorithms.common.nets import EMA, SinusoidalEmbedding, mlp
-from algorithms.common.offline import (
-    cosine_decay,
-    default_reward_norm,
-    reward_transform,
-    task_family,
-)
-from algorithms.common.schedules import make_betas
+from algorithms.common.nets import EMA, Mish, ObsNormalizer, SinusoidalEmbedding, gradient_step, mlp
+from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform
+from algorithms.common.policies import ActionBox
+from algorithms.common.schedules import SCHEDULES, make_betas
 
-# Expectile per task family, from the official launcher (``critic_hyperparam``).
-PAPER_EXPECTILE: dict[str, float] = {"locomotion": 0.7, "antmaze": 0.9}
-DEFAULT_FAMILY = "locomotion"
 SELECTIONS = ("argmax", "expectile")
+
+PAPER = PaperDefaults(
+    families={
+        "default": Settings(
+            "no IDQL setting (point mazes, toys): the launcher's locomotion expectile, rewards "
+            "unchanged",
+            {"expectile": 0.7, "reward_norm": "none"},
+        ),
+        "locomotion": Settings(
+            "philippe-eecs/IDQL train_diffusion_offline.py (critic_hyperparam, rewards)",
+            {"expectile": 0.7, "reward_norm": "returns"},
+        ),
+        "antmaze": Settings(
+            "philippe-eecs/IDQL train_diffusion_offline.py (critic_hyperparam, rewards)",
+            {"expectile": 0.9, "reward_norm": "minus_one"},
+        ),
+    }
+)
 
 
 @dataclass
 class Config:
-    """Paper defaults; ``None`` / ``auto`` take the paper's value for the task family.
-
-    ``reward_norm``: ``auto`` follows the official code (locomotion: rewards times
-    ``1000 / (return_max - return_min)``; antmaze: ``reward - 1``; others unchanged), or force
-    ``returns`` / ``minus_one`` / ``none``. ``selection``: ``argmax`` (official evaluation) or
-    ``expectile`` (the paper's implicit-policy importance weights).
-    """
+    """Paper defaults; ``None`` takes the paper's value for the task family (:data:`PAPER`)."""
 
     # IQL critic
-    expectile: float | None = None
-    discount: float = 0.99
-    tau: float = 0.005
-    critic_lr: float = 3e-4
-    critic_hidden: int = 256
-    critic_depth: int = 2
-    reward_norm: str = "auto"
+    expectile: float | None = None  # expectile of Q that V regresses
+    discount: float = 0.99  # discount of the TD target
+    tau: float = 0.005  # Polyak rate of the target twin Q
+    critic_lr: float = 3e-4  # Adam learning rate of V and Q
+    critic_hidden: int = 256  # width of the critic MLPs' hidden layers
+    critic_depth: int = 2  # hidden layers of the critic MLPs
+    reward_norm: str | None = None  # reward transform: returns, minus_one, cql_antmaze or none
     # diffusion actor
-    T: int = 5
-    beta_schedule: str = "vp"
-    actor_hidden: int = 256
-    actor_blocks: int = 3
-    actor_dropout: float = 0.1
-    time_dim: int = 64
-    actor_lr: float = 3e-4
-    actor_ema: float = 0.999
-    max_steps: int = 3_000_000  # cosine schedule length; the harness sets it from train.steps
-    batch_size: int = 256
+    n_diffusion_steps: int = 5  # diffusion steps T of the noise schedule
+    beta_schedule: str = "vp"  # noise schedule: vp, cosine or linear
+    actor_hidden: int = 256  # width of the denoiser's residual stream
+    actor_blocks: int = 3  # residual blocks of the denoiser
+    actor_dropout: float = 0.1  # dropout rate at the input of every residual block
+    time_dim: int = 64  # width of the sinusoidal diffusion-step embedding
+    actor_lr: float = 3e-4  # Adam learning rate of the denoiser (cosine decay to 0 over the run)
+    ema_decay: float = 0.999  # decay of the denoiser's EMA copy, which samples the actions
+    batch_size: int = 256  # transitions per update
     # acting
-    n_candidates: int = 64
-    selection: str = "argmax"
-    ddpm_temperature: float = 1.0
-    clip_sampler: bool = True
+    n_candidates: int = 64  # actions sampled per state and ranked by the critic
+    selection: str = "argmax"  # argmax: the largest Q; expectile: the implicit policy's weights
+    ddpm_temperature: float = 1.0  # scale of the sampler's noise (initial and per step)
+    clip_sampler: bool = True  # clip every denoising step's sample to [-1, 1], as the official
     act_chunk: int = 1024  # CPU: candidates per denoising pass (cache-sized); GPUs take all
 
 
-def resolve_config(cfg: Config, info: TaskInfo) -> Config:
-    """``cfg`` with the paper's per-task values where a field is ``None`` / ``auto``; validated."""
-    if cfg.selection not in SELECTIONS:
-        raise ValueError(f"unknown selection {cfg.selection!r}; valid: {', '.join(SELECTIONS)}")
-    family = "antmaze" if task_family(info) == "antmaze" else DEFAULT_FAMILY
-    return dataclasses.replace(
-        cfg,
-        expectile=PAPER_EXPECTILE[family] if cfg.expectile is None else cfg.expectile,
-        reward_norm=default_reward_norm(info) if cfg.reward_norm == "auto" else cfg.reward_norm,
-    )
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with the paper's per-family values filled in; every choice validated."""
+    cfg = fill(cfg, PAPER, info)
+    check_choice("reward_norm", cfg.reward_norm, REWARD_NORMS)
+    check_choice("beta_schedule", cfg.beta_schedule, tuple(SCHEDULES))
+    check_choice("selection", cfg.selection, SELECTIONS)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------- networks
-
-
-class _MishFunction(torch.autograd.Function):
-    """``x * tanh(softplus(x))`` from a single exp: ``tanh(softplus(x)) = n / (n + 2)`` with
-    ``n = e^x (e^x + 2)``; about 2.5x faster than ``torch.nn.functional.mish`` on CPU, forward
-    and backward (``d/dx = w + x (1 - w^2) sigmoid(x)``, ``w = tanh(softplus(x))``)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        e = x.clamp(max=20.0).exp()  # beyond 20, w == 1 in float32
-        n = (e + 2.0).mul_(e)
-        w = n.div_(n + 2.0)
-        ctx.save_for_backward(x, w, e)
-        return x * w
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        x, w, e = ctx.saved_tensors
-        return grad * (w + x * (1.0 - w * w) * (e / (1.0 + e)))
-
-
-class Mish(nn.Module):
-    """Mish activation (the official code's ``mish``) with a faster CPU kernel."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _MishFunction.apply(x)
 
 
 class ResidualBlock(nn.Module):
@@ -197,22 +173,28 @@ def select_candidates(q: Tensor, v: Tensor | None, selection: str, expectile: fl
 # ---------------------------------------------------------------------------------- agent
 
 
-class Agent:
+class Agent(Checkpointable):
     """IDQL agent following :mod:`algorithms.common.contract`."""
 
+    # The critic's state holds its target twin Q and its optimizer (IQLCritic trains itself).
+    state_attrs = ("critic", "actor", "ema", "actor_optimizer", "actor_schedule", "step")
+
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg = cfg = resolve_config(cfg, info)
+        self.cfg = cfg = resolve(cfg, info, stats)
         self.info, self.device = info, torch.device(device)
         self.data_spec = DataSpec(
             kind="transitions", batch_size=cfg.batch_size, discount=cfg.discount
         )
-        self.obs_mean = torch.as_tensor(stats.obs_mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(stats.obs_std, dtype=torch.float32, device=self.device)
+        self.normalize = ObsNormalizer(stats.obs_mean, stats.obs_std, self.device)
         self.reward_scale, self.reward_shift = reward_transform(cfg.reward_norm, stats)
-        self.act_mid = (info.action_high + info.action_low) / 2
-        self.act_half = (info.action_high - info.action_low) / 2
+        self.box = ActionBox.of(info)
 
         self.critic = IQLCritic(
             info.obs_dim,
@@ -232,35 +214,35 @@ class Agent:
             cfg.actor_dropout,
             cfg.time_dim,
         ).to(self.device)
-        self.ema = EMA(self.actor, decay=cfg.actor_ema)
+        self.ema = EMA(self.actor, decay=cfg.ema_decay)
         self.ema.model.eval()
         self.actor_optimizer = torch.optim.Adam(
             self.actor.parameters(), lr=cfg.actor_lr, fused=True
         )
         self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.actor_optimizer, cosine_decay(cfg.max_steps)
+            self.actor_optimizer, cosine_decay(train_steps)
         )
-        self.diffusion = GaussianDiffusion(make_betas(cfg.beta_schedule, cfg.T), variance="beta")
-        self.diffusion.to(self.device)
+        self.diffusion = GaussianDiffusion(
+            make_betas(cfg.beta_schedule, cfg.n_diffusion_steps), variance="beta"
+        ).to(self.device)
         self.step = 0
 
-    def normalize(self, obs: Tensor) -> Tensor:
-        return (obs - self.obs_mean) / self.obs_std
+    def _update_actor(self, obs: Tensor, unit_actions: Tensor) -> Tensor:
+        """One step of the denoiser on the diffusion (behaviour-cloning) loss of the dataset's
+        actions in ``[-1, 1]``, then of its learning-rate decay and its EMA."""
+        loss = self.diffusion.loss(self.actor, unit_actions, obs)
+        gradient_step(self.actor_optimizer, loss)
+        self.actor_schedule.step()
+        self.ema.update(self.actor)
+        return loss
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One step of the IQL critic and one of the diffusion actor (and its EMA) on a batch."""
+        """One step of the IQL critic and, independently, one of the diffusion actor."""
         obs = self.normalize(batch["observations"])
         next_obs = self.normalize(batch["next_observations"])
         reward = self.reward_scale * batch["rewards"] + self.reward_shift
         info = self.critic.update(obs, batch["actions"], reward, next_obs, batch["terminals"])
-
-        unit_actions = (batch["actions"] - self.act_mid) / self.act_half
-        actor_loss = self.diffusion.loss(self.actor, unit_actions, obs)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        self.actor_schedule.step()
-        self.ema.update(self.actor)
+        actor_loss = self._update_actor(obs, self.box.to_unit(batch["actions"]))
         self.step += 1
         return {**info, "actor_loss": actor_loss.detach()}
 
@@ -275,7 +257,7 @@ class Agent:
         On CPU the envs go through in groups of ``act_chunk // n_candidates`` so that the
         activations stay in cache (about 2x faster at 256 candidates); GPUs take all at once.
         """
-        obs_t = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        obs_t = self.normalize.from_numpy(obs)
         group = len(obs_t)
         if self.device.type == "cpu":
             group = max(1, self.cfg.act_chunk // self.cfg.n_candidates)
@@ -283,6 +265,7 @@ class Agent:
         return actions.cpu().numpy()
 
     def _act_group(self, obs: Tensor) -> Tensor:
+        """Actions for one group of normalized observations ``[E, obs_dim]``."""
         n_envs, n = obs.shape[0], self.cfg.n_candidates
         cond = obs.unsqueeze(1).expand(n_envs, n, obs.shape[-1])
         unit = self.diffusion.sample(
@@ -292,30 +275,12 @@ class Agent:
             temperature=self.cfg.ddpm_temperature,
             projection=self._clip_to_box if self.cfg.clip_sampler else None,
         )
-        candidates = self.act_mid + self.act_half * unit
+        candidates = self.box.from_unit(unit)
         q = self.critic.q(cond, candidates)
         v = self.critic.v(obs) if self.cfg.selection == "expectile" else None
         idx = select_candidates(q, v, self.cfg.selection, self.cfg.expectile)
         action = candidates[torch.arange(n_envs, device=self.device), idx]
-        return action.clamp(self.info.action_low, self.info.action_high)
+        return self.box.clamp(action)
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """IDQL keeps no per-environment state."""
-
-    def state_dict(self) -> dict:
-        return {
-            "critic": self.critic.state_dict(),
-            "actor": self.actor.state_dict(),
-            "ema": self.ema.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "actor_schedule": self.actor_schedule.state_dict(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.critic.load_state_dict(state["critic"])
-        self.actor.load_state_dict(state["actor"])
-        self.ema.load_state_dict(state["ema"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.actor_schedule.load_state_dict(state["actor_schedule"])
-        self.step = state["step"]

@@ -13,12 +13,12 @@ Differences from the official code (ikostrikov/implicit_q_learning) and why:
 Everything else follows the official code: twin Q with a Polyak target (tau 0.005), a Gaussian
 policy whose mean is a tanh MLP and whose log-std is a state-independent parameter clipped to
 [-5, 2], the deterministic mean at evaluation, Adam 3e-4 with a cosine decay of the actor's
-learning rate to 0 over training, and the reward normalization of ``train_offline.py``.
+learning rate to 0 over training, and the reward normalization of ``train_offline.py``; the
+per-family expectile, beta and reward normalization are :data:`PAPER`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -26,71 +26,63 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import IQLCritic
-from algorithms.common.nets import mlp
-from algorithms.common.offline import cosine_decay, reward_transform, task_family
+from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
+from algorithms.common.nets import ObsNormalizer, gradient_step
+from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform
+from algorithms.common.policies import TanhPolicy, act_deterministic
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
-# The paper's settings per task family: (expectile, beta, reward normalization). Source: the
-# official configs/mujoco_config.py and configs/antmaze_config.py, and train_offline.py for the
-# rewards. The paper reports no point-maze (maze2d) or toy setting: they take the locomotion
-# expectile and beta with the rewards unchanged.
-PAPER_HPARAMS: dict[str, tuple[float, float, str]] = {
-    "locomotion": (0.7, 3.0, "returns"),
-    "antmaze": (0.9, 10.0, "minus_one"),
-    "maze": (0.7, 3.0, "none"),
-    "other": (0.7, 3.0, "none"),
-}
+PAPER = PaperDefaults(
+    families={
+        "default": Settings(
+            "no IQL setting (point mazes, toys): locomotion's expectile and beta, rewards "
+            "unchanged",
+            {"expectile": 0.7, "beta": 3.0, "reward_norm": "none"},
+        ),
+        "locomotion": Settings(
+            "ikostrikov/implicit_q_learning configs/mujoco_config.py; train_offline.py rewards",
+            {"expectile": 0.7, "beta": 3.0, "reward_norm": "returns"},
+        ),
+        "antmaze": Settings(
+            "ikostrikov/implicit_q_learning configs/antmaze_config.py; train_offline.py rewards",
+            {"expectile": 0.9, "beta": 10.0, "reward_norm": "minus_one"},
+        ),
+    }
+)
 
 
 @dataclass
 class Config:
-    """Paper defaults; ``None`` means the paper's value for the task family (``PAPER_HPARAMS``).
+    """Paper defaults; ``None`` takes the paper's value for the task family (:data:`PAPER`)."""
 
-    ``reward_norm``: ``auto`` follows the official ``train_offline.py`` (locomotion: rewards times
-    ``1000 / (return_max - return_min)``; antmaze: ``reward - 1``; others unchanged), or force one
-    of ``returns`` / ``minus_one`` / ``none``.
-    """
-
-    expectile: float | None = None
-    beta: float | None = None
-    discount: float = 0.99
-    tau: float = 0.005
-    lr: float = 3e-4
-    batch_size: int = 256
-    hidden: int = 256
-    depth: int = 2
-    max_steps: int = 1_000_000  # cosine schedule length; the harness sets it from train.steps
-    reward_norm: str = "auto"
+    expectile: float | None = None  # expectile of Q that V regresses
+    beta: float | None = None  # inverse temperature of the advantage weights exp(beta * A)
+    discount: float = 0.99  # discount of the TD target
+    tau: float = 0.005  # Polyak rate of the target twin Q
+    lr: float = 3e-4  # Adam learning rate of V, Q and the actor (the actor's decays to 0)
+    batch_size: int = 256  # transitions per update
+    hidden: int = 256  # width of every MLP's hidden layers
+    depth: int = 2  # hidden layers of every MLP
+    reward_norm: str | None = None  # reward transform: returns, minus_one, cql_antmaze or none
 
 
-def resolve_config(cfg: Config, info: TaskInfo) -> Config:
-    """``cfg`` with the paper's per-task values filled in where a field is ``None`` or ``auto``."""
-    expectile, beta, reward_norm = PAPER_HPARAMS.get(task_family(info), PAPER_HPARAMS["other"])
-    return dataclasses.replace(
-        cfg,
-        expectile=expectile if cfg.expectile is None else cfg.expectile,
-        beta=beta if cfg.beta is None else cfg.beta,
-        reward_norm=reward_norm if cfg.reward_norm == "auto" else cfg.reward_norm,
-    )
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with the paper's per-family values filled in; the reward transform validated."""
+    cfg = fill(cfg, PAPER, info)
+    check_choice("reward_norm", cfg.reward_norm, REWARD_NORMS)
+    return cfg
 
 
-class GaussianPolicy(nn.Module):
-    """Gaussian policy: tanh-MLP mean in the action box, state-independent clipped log-std."""
+class GaussianPolicy(TanhPolicy):
+    """Gaussian policy: the tanh-MLP mean in the action box, a state-independent clipped log-std."""
 
     def __init__(self, info: TaskInfo, hidden: int, depth: int):
-        super().__init__()
-        self.net = mlp(info.obs_dim, info.act_dim, hidden, depth, out_activation=nn.Tanh())
+        super().__init__(info, hidden, depth)
         self.log_std = nn.Parameter(torch.zeros(info.act_dim))
-        self.act_mid = (info.action_high + info.action_low) / 2
-        self.act_half = (info.action_high - info.action_low) / 2
-
-    def forward(self, obs: Tensor) -> Tensor:
-        """The mean action (the deterministic action used at evaluation)."""
-        return self.act_mid + self.act_half * self.net(obs)
 
     def log_prob(self, obs: Tensor, act: Tensor) -> Tensor:
         """Diagonal-Gaussian log-density of ``act`` [B]."""
@@ -105,19 +97,26 @@ def awr_loss(log_prob: Tensor, adv: Tensor, beta: float) -> Tensor:
     return -(weight * log_prob).mean()
 
 
-class Agent:
+class Agent(Checkpointable):
     """IQL agent following :mod:`algorithms.common.contract`."""
 
+    # The critic's state holds its target twin Q and its optimizer (IQLCritic trains itself).
+    state_attrs = ("critic", "actor", "actor_optimizer", "actor_schedule", "step")
+
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg = cfg = resolve_config(cfg, info)
+        self.cfg = cfg = resolve(cfg, info, stats)
         self.info, self.device = info, torch.device(device)
         self.data_spec = DataSpec(
             kind="transitions", batch_size=cfg.batch_size, discount=cfg.discount
         )
-        self.obs_mean = torch.as_tensor(stats.obs_mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(stats.obs_std, dtype=torch.float32, device=self.device)
+        self.normalize = ObsNormalizer(stats.obs_mean, stats.obs_std, self.device)
         self.reward_scale, self.reward_shift = reward_transform(cfg.reward_norm, stats)
         self.critic = IQLCritic(
             info.obs_dim,
@@ -133,15 +132,20 @@ class Agent:
         self.actor.to(self.device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, fused=True)
         self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.actor_optimizer, cosine_decay(cfg.max_steps)
+            self.actor_optimizer, cosine_decay(train_steps)
         )
         self.step = 0
 
-    def normalize(self, obs: Tensor) -> Tensor:
-        return (obs - self.obs_mean) / self.obs_std
+    def _update_actor(self, obs: Tensor, act: Tensor, adv: Tensor) -> Tensor:
+        """One step of the actor on :func:`awr_loss`, then of its learning-rate decay."""
+        loss = awr_loss(self.actor.log_prob(obs, act), adv, self.cfg.beta)
+        gradient_step(self.actor_optimizer, loss)
+        self.actor_schedule.step()
+        return loss
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One step of V, Q (with their target) and the actor on a batch of transitions."""
+        """One step of V and Q (with their target; :class:`IQLCritic`), then of the actor on the
+        advantages the critic read before its step."""
         obs = self.normalize(batch["observations"])
         next_obs = self.normalize(batch["next_observations"])
         reward = self.reward_scale * batch["rewards"] + self.reward_shift
@@ -149,41 +153,13 @@ class Agent:
         info, adv = self.critic.update_with_advantage(
             obs, act, reward, next_obs, batch["terminals"]
         )
-
-        actor_loss = awr_loss(self.actor.log_prob(obs, act), adv, self.cfg.beta)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        self.actor_schedule.step()
+        actor_loss = self._update_actor(obs, act, adv)
         self.step += 1
         return {**info, "actor_loss": actor_loss.detach(), "adv_mean": adv.mean()}
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic (mean) actions ``[n_envs, act_dim]``, as the official evaluation."""
-        self.actor.eval()
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        action = self.actor(self.normalize(obs_t)).clamp(
-            self.info.action_low, self.info.action_high
-        )
-        self.actor.train()
-        return action.cpu().numpy()
+        return act_deterministic(self.actor, self.normalize, obs)
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """IQL keeps no per-environment state."""
-
-    def state_dict(self) -> dict:
-        return {
-            "critic": self.critic.state_dict(),
-            "actor": self.actor.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "actor_schedule": self.actor_schedule.state_dict(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.critic.load_state_dict(state["critic"])
-        self.actor.load_state_dict(state["actor"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.actor_schedule.load_state_dict(state["actor_schedule"])
-        self.step = state["step"]

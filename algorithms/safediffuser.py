@@ -1,7 +1,8 @@
 """SafeDiffuser: Safe Planning with Diffusion Probabilistic Models
 (Xiao, Wang, Gan, Hasani, Lechner & Rus, ICLR 2025, arXiv:2306.00148).
 
-Method: Diffuser (:mod:`algorithms.diffuser`, trained unchanged) whose sampler filters every
+Method: Diffuser (:mod:`algorithms.diffuser`, trained unchanged: its model, losses and planning
+pass from :mod:`algorithms.common.diffuser_core`, its settings extended) whose sampler filters every
 denoising step through a control barrier function: on the constrained state dims the update
 ``u_ref = x_prev - x_t`` is replaced by the closest ``u`` that satisfies the discrete-time CBF
 condition ``grad b(x_t) . u + k b(x_t) >= 0`` of every barrier, one tiny QP per planned state.
@@ -29,8 +30,10 @@ Official code (Weixy21/SafeDiffuser, ``diffuser/models/diffusion.py``, maze2d-la
 - ``none``: plain Diffuser in the same agent, for comparisons.
 
 Differences and why:
-- barriers come from ``TaskInfo.barriers`` (any number, over any planned observation dims), not
-  two hard-coded obstacles; the QP's variables are the union of their dims. ``b`` is evaluated on
+- barriers come from ``TaskInfo.barriers`` (any number, over any planned observation dims, used
+  only through their methods ``dims``, ``value``, ``gradient`` and, to truncate,
+  ``boundary_point``), not two hard-coded obstacles; the QP's variables are the union of their
+  dims. ``b`` is evaluated on
   unnormalized states (the dataset's mean / std) and the QP is solved in the planner's z-scored
   coordinates, the gradient by the chain rule ``db/dz_d = db/ds_d * std_d`` (the official works in
   its [-1, 1] limits-normalized coordinates, obstacle constants converted by hand), so the
@@ -49,7 +52,8 @@ Differences and why:
   ``+s (1 - s)`` loosens the row instead, and its plans end at ``b >= -0.0033``. With the
   corrected sign they end at ``b(x) >= margin - (1 - sigmoid(t_bias)) = 0.0033``;
 - ``truncate`` moves states out of every barrier in task order (the official truncates only the
-  circle), a ceiling by clamping to its limit; a state exactly at a centre stays there;
+  circle) onto the point each barrier names (``boundary_point``: a super-ellipse's on the ray
+  from its centre, a ceiling's limit); a state exactly at a centre stays there;
 - ``gradient-push`` skips a dim whose gradient component is exactly zero (the official divides
   by it);
 - the hooks act on every planned state, the inpainted ones too: inpainting re-imposes those right
@@ -65,34 +69,89 @@ Differences and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from algorithms import diffuser
 from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.defaults import Settings, check_choice
+from algorithms.common.diffuser_core import (
+    DIFFUSER_PAPER,
+    DiffuserAgent,
+    DiffuserConfig,
+    PlanHooks,
+    Projection,
+    resolve_diffuser,
+)
 from algorithms.common.planning import Normalizer, StateLayout
 from algorithms.common.qp import project_polyhedron
-from tasks.safety import Ceiling, SuperEllipse
 
+# Diffuser's settings (the official SafeDiffuser trains Diffuser's maze2d model unchanged) plus the
+# safety filter's constants, the same for every task.
+PAPER = DIFFUSER_PAPER.extend(
+    families={
+        "default": Settings(
+            "Weixy21/SafeDiffuser diffuser/models/diffusion.py (invariance, invariance_relax, "
+            "invariance_time, GD)",
+            {
+                "k": 1.0,
+                "robust_margin": 0.01,
+                "relax_weight": 100.0,
+                "relax_until": 10,
+                "t_bias": 5.0,
+                "push_step": 2e-4,
+                "push_threshold": 0.1,
+            },
+        )
+    }
+)
 METHODS = ("robust", "relaxed", "time-varying", "truncate", "gradient-push", "none")
-Hook = Callable[[Tensor, Tensor, int], Tensor]
 
 
 @dataclass
-class Config(diffuser.Config):
-    """Diffuser's fields plus the safety filter (official values; module docstring)."""
+class Config(DiffuserConfig):
+    """Diffuser's fields plus the safety filter's; ``None`` takes :data:`PAPER`'s value."""
 
-    method: str = "robust"
-    k: float = 1.0  # CBF class-K gain: b(x_prev) >= (1 - k) b(x_t) to first order
-    robust_margin: float = 0.01  # b - margin in robust, relaxed and time-varying
-    relax_weight: float = 100.0  # w of the slack while t >= relax_until
-    relax_until: int = 10  # below this diffusion step the relaxed constraint is exact
-    t_bias: float = 5.0  # time-varying: s = sigmoid(t_bias - t)
-    push_step: float = 2e-4  # gradient-push: 0.2 * 0.001, divided by db/dz per dim
-    push_threshold: float = 0.1  # gradient-push acts where b(x_prev) < this
+    method: str = "robust"  # safety filter, one of METHODS (module docstring; none: plain Diffuser)
+    k: float | None = None  # CBF class-K gain: b(x_prev) >= (1 - k) b(x_t) to first order
+    robust_margin: float | None = None  # b - margin in robust, relaxed and time-varying
+    relax_weight: float | None = None  # w of the slack while t >= relax_until
+    relax_until: int | None = None  # below this diffusion step the relaxed constraint is exact
+    t_bias: float | None = None  # time-varying: s = sigmoid(t_bias - t)
+    push_step: float | None = None  # gradient-push: 0.2 * 0.001, divided by db/dz per dim
+    push_threshold: float | None = None  # gradient-push acts where b(x_prev) < this
+
+
+@runtime_checkable
+class TruncatableBarrier(Protocol):
+    """A barrier (``TaskInfo.barriers``) that also names where truncation puts a state:
+    ``boundary_point(states) -> [..., len(dims)]``, the boundary point over its dims."""
+
+    dims: tuple[int, ...]
+
+    def value(self, states: Tensor) -> Tensor: ...
+
+    def boundary_point(self, states: Tensor) -> Tensor: ...
+
+
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with :data:`PAPER`'s values; the method validated against the task's barriers."""
+    check_choice("method", cfg.method, METHODS)
+    if not info.barriers:
+        raise ValueError(
+            f"SafeDiffuser needs state constraints (TaskInfo.barriers); task "
+            f"{info.task_id!r} has none: use a safe task such as obstacles-* or ceiling-*"
+        )
+    unsupported = [b for b in info.barriers if not isinstance(b, TruncatableBarrier)]
+    if cfg.method == "truncate" and unsupported:
+        raise ValueError(f"algo.method=truncate needs barriers with boundary_point: {unsupported}")
+    return resolve_diffuser(cfg, PAPER, info)
+
+
+# ---------------------------------------------------------------------------------- barriers
 
 
 class PlannedBarriers:
@@ -142,45 +201,43 @@ class PlannedBarriers:
         return values, torch.stack(rows, dim=-2)
 
 
-def boundary_projection(barrier: SuperEllipse | Ceiling, obs: Tensor) -> Tensor:
-    """``obs [..., obs_dim]`` with states that violate ``barrier`` moved onto its boundary: along
-    the ray from a super-ellipse's centre (Shield's radial move), or clamped to a ceiling."""
+def boundary_projection(barrier: TruncatableBarrier, obs: Tensor) -> Tensor:
+    """``obs [..., obs_dim]`` with states that violate ``barrier`` moved onto its
+    ``boundary_point`` (Shield's move)."""
     dims = torch.tensor(barrier.dims, device=obs.device)
     current = obs[..., barrier.dims]
-    if isinstance(barrier, Ceiling):
-        boundary = torch.full_like(current, barrier.limit)
-    else:
-        center = obs.new_tensor(barrier.center)
-        radii = obs.new_tensor(barrier.radii)
-        scaled = (current - center) / radii
-        level = (scaled**barrier.power).sum(-1, keepdim=True) ** (1.0 / barrier.power)
-        boundary = center + radii * scaled / level.clamp_min(torch.finfo(obs.dtype).tiny)
     violated = (barrier.value(obs) < 0).unsqueeze(-1)
-    return obs.index_copy(-1, dims, torch.where(violated, boundary, current))
+    return obs.index_copy(-1, dims, torch.where(violated, barrier.boundary_point(obs), current))
 
 
-class Agent(diffuser.Agent):
-    """Diffuser with SafeDiffuser's safety filter as the sampler's ``projection`` hook."""
+# ---------------------------------------------------------------------------------- agent
+
+
+class Agent(DiffuserAgent):
+    """Diffuser (:class:`DiffuserAgent`, trained unchanged) with SafeDiffuser's safety filter as
+    the planning pass's projection; reports its planned barriers."""
 
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        if cfg.method not in METHODS:
-            raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
-        if not info.barriers:
-            raise ValueError(
-                f"SafeDiffuser needs state constraints (TaskInfo.barriers); task "
-                f"{info.task_id!r} has none: use a safe task such as obstacles-* or ceiling-*"
-            )
-        unsupported = [b for b in info.barriers if not isinstance(b, SuperEllipse | Ceiling)]
-        if cfg.method == "truncate" and unsupported:
-            raise ValueError(f"truncate knows super-ellipses and ceilings, not {unsupported}")
-        super().__init__(cfg, info, stats, device)
+        super().__init__(resolve(cfg, info, stats), info, stats, device)
+        planner = self.planner
         self.barriers = PlannedBarriers(
-            info.barriers, self.layout, self.norm, info.obs_dim, self.act_dim
+            info.barriers, planner.layout, planner.norm, info.obs_dim, info.act_dim
         )
 
-    def projection(self) -> Hook | None:
+    # -- planning ----------------------------------------------------------------------------
+
+    def hooks(self, context: Tensor | None) -> PlanHooks:
+        """The safety filter of ``cfg.method`` as the projection of every denoising step."""
+        return PlanHooks(projection=self.projection())
+
+    def projection(self) -> Projection | None:
         """The safety filter of ``cfg.method`` (None for ``none``)."""
         return {
             "robust": self.cbf_filter,

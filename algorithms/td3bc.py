@@ -5,7 +5,7 @@ maximizes ``lambda * Q1(s, pi(s)) - (pi(s) - a)^2`` with ``lambda = alpha / mean
 so the behaviour-cloning term keeps the policy near the data while Q pulls it uphill; states are
 normalized with the dataset statistics.
 Differences from the official code (sfujim/TD3_BC) and why:
-- the target-policy noise is drawn from an agent-owned generator saved in :meth:`Agent.state_dict`,
+- the target-policy noise is drawn from an agent-owned generator saved with the agent's state,
   so a resumed run continues exactly;
 - the actor's backward pass is restricted to the actor's parameters (the official code also
   computes, then discards, critic gradients): same result, less arithmetic;
@@ -22,27 +22,40 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms.bc import TanhPolicy
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
-from algorithms.common.critics import TwinQ
-from algorithms.common.nets import soft_update
+from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
+from algorithms.common.critics import TwinQ, twin_q_loss
+from algorithms.common.defaults import PaperDefaults, Settings, fill
+from algorithms.common.nets import ObsNormalizer, RandomStream, gradient_step, soft_update
+from algorithms.common.policies import TanhPolicy, act_deterministic
+
+# TD3+BC uses one setting for every D4RL task: the Config's defaults.
+PAPER = PaperDefaults(
+    families={
+        "default": Settings("Fujimoto & Gu 2021, Table 4; sfujim/TD3_BC main.py: every task", {})
+    }
+)
 
 
 @dataclass
 class Config:
     """The paper's defaults (Table 4 of the paper; ``main.py`` of the official code)."""
 
-    alpha: float = 2.5
-    discount: float = 0.99
-    tau: float = 0.005
+    alpha: float = 2.5  # BC trade-off: the Q term is weighted by alpha / mean|Q|
+    discount: float = 0.99  # discount of the TD target
+    tau: float = 0.005  # Polyak rate of the actor and critic targets
     policy_noise: float = 0.2  # std of the target-policy noise, in action half-widths
     noise_clip: float = 0.5  # clip of that noise, in action half-widths
     policy_freq: int = 2  # actor and target updates every this many critic updates
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    batch_size: int = 256
-    hidden: int = 256
-    depth: int = 2
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the twin critic
+    batch_size: int = 256  # transitions per update
+    hidden: int = 256  # width of the actor's and critics' hidden layers
+    depth: int = 2  # hidden layers of the actor and critic MLPs
+
+
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with the paper's values filled in (TD3+BC has no per-task ones)."""
+    return fill(cfg, PAPER, info)
 
 
 def td3bc_actor_loss(q: Tensor, pi: Tensor, act: Tensor, alpha: float) -> Tensor:
@@ -51,21 +64,35 @@ def td3bc_actor_loss(q: Tensor, pi: Tensor, act: Tensor, alpha: float) -> Tensor
     return -lmbda * q.mean() + (pi - act).square().mean()
 
 
-class Agent:
+class Agent(Checkpointable):
     """TD3+BC agent following :mod:`algorithms.common.contract`."""
 
+    state_attrs = (
+        "actor",
+        "critic",
+        "actor_target",
+        "critic_target",
+        "actor_optimizer",
+        "critic_optimizer",
+        "noise",
+        "last_actor_loss",
+        "step",
+    )
+
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        self.cfg, self.info, self.device = cfg, info, torch.device(device)
+        self.cfg = cfg = resolve(cfg, info, stats)
+        self.info, self.device = info, torch.device(device)
         self.data_spec = DataSpec(
             kind="transitions", batch_size=cfg.batch_size, discount=cfg.discount
         )
-        self.obs_mean = torch.as_tensor(stats.obs_mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(stats.obs_std, dtype=torch.float32, device=self.device)
-        half = (info.action_high - info.action_low) / 2
-        self.noise_std, self.noise_clip = cfg.policy_noise * half, cfg.noise_clip * half
-
+        self.normalize = ObsNormalizer(stats.obs_mean, stats.obs_std, self.device)
         self.actor = TanhPolicy(info, cfg.hidden, cfg.depth)
         self.critic = TwinQ(info.obs_dim, info.act_dim, cfg.hidden, cfg.depth)
         self.actor.to(self.device)
@@ -77,23 +104,38 @@ class Agent:
         self.critic_optimizer = torch.optim.Adam(
             self.critic.parameters(), lr=cfg.critic_lr, fused=True
         )
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        half = self.actor.box.half
+        self.noise_std, self.noise_clip = cfg.policy_noise * half, cfg.noise_clip * half
+        self.noise = RandomStream(self.device)
         self.last_actor_loss = torch.zeros((), device=self.device)
         self.step = 0
 
-    def normalize(self, obs: Tensor) -> Tensor:
-        return (obs - self.obs_mean) / self.obs_std
-
+    @torch.no_grad()
     def td_target(self, next_obs: Tensor, reward: Tensor, terminal: Tensor) -> Tensor:
         """``r + discount * (1 - done) * min Q_target(s', pi_target(s') + clipped noise)``."""
-        with torch.no_grad():
-            next_mean = self.actor_target(next_obs)
-            noise = torch.randn(next_mean.shape, generator=self.generator, device=self.device)
-            noise = (noise * self.noise_std).clamp(-self.noise_clip, self.noise_clip)
-            next_act = (next_mean + noise).clamp(self.info.action_low, self.info.action_high)
-            next_q = self.critic_target.min(next_obs, next_act)
-            return reward + self.cfg.discount * (1.0 - terminal) * next_q
+        next_mean = self.actor_target(next_obs)
+        noise = torch.randn(next_mean.shape, generator=self.noise.generator, device=self.device)
+        noise = (noise * self.noise_std).clamp(-self.noise_clip, self.noise_clip)
+        next_act = self.actor.box.clamp(next_mean + noise)
+        next_q = self.critic_target.min(next_obs, next_act)
+        return reward + self.cfg.discount * (1.0 - terminal) * next_q
+
+    def _update_critic(
+        self, obs: Tensor, act: Tensor, reward: Tensor, next_obs: Tensor, terminal: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One step of the twin critic on its TD loss; returns the loss and Q1 [B]."""
+        target = self.td_target(next_obs, reward, terminal)
+        q1, q2 = self.critic(obs, act)
+        loss = twin_q_loss(q1, q2, target)
+        gradient_step(self.critic_optimizer, loss)
+        return loss, q1
+
+    def _update_actor(self, obs: Tensor, act: Tensor) -> Tensor:
+        """One step of the actor on :func:`td3bc_actor_loss` (gradients into the actor only)."""
+        pi = self.actor(obs)
+        loss = td3bc_actor_loss(self.critic.first(obs, pi), pi, act, self.cfg.alpha)
+        gradient_step(self.actor_optimizer, loss, self.actor_params)
+        return loss
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One critic step; every ``policy_freq`` steps also an actor step and target updates."""
@@ -101,62 +143,22 @@ class Agent:
         obs = self.normalize(batch["observations"])
         next_obs = self.normalize(batch["next_observations"])
         act = batch["actions"]
-        target = self.td_target(next_obs, batch["rewards"], batch["terminals"])
-        q1, q2 = self.critic(obs, act)
-        critic_loss = (q1 - target).square().mean() + (q2 - target).square().mean()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
-
+        critic_loss, q1 = self._update_critic(
+            obs, act, batch["rewards"], next_obs, batch["terminals"]
+        )
         if self.step % self.cfg.policy_freq == 0:
-            pi = self.actor(obs)
-            actor_loss = td3bc_actor_loss(self.critic.first(obs, pi), pi, act, self.cfg.alpha)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self.actor_params)
-            self.actor_optimizer.step()
+            self.last_actor_loss = self._update_actor(obs, act).detach()
             soft_update(self.critic_target, self.critic, self.cfg.tau)
             soft_update(self.actor_target, self.actor, self.cfg.tau)
-            self.last_actor_loss = actor_loss.detach()
         return {
             "critic_loss": critic_loss.detach(),
             "actor_loss": self.last_actor_loss,
             "q_mean": q1.detach().mean(),
         }
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions ``[n_envs, act_dim]`` for observations ``[n_envs, obs_dim]``."""
-        self.actor.eval()
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        action = self.actor(self.normalize(obs_t)).clamp(
-            self.info.action_low, self.info.action_high
-        )
-        self.actor.train()
-        return action.cpu().numpy()
+        return act_deterministic(self.actor, self.normalize, obs)
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """TD3+BC keeps no per-environment state."""
-
-    def state_dict(self) -> dict:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "last_actor_loss": self.last_actor_loss,
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.actor_target.load_state_dict(state["actor_target"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.generator.set_state(state["generator"].cpu())  # map_location may have moved it
-        self.last_actor_loss = state["last_actor_loss"].to(self.device)
-        self.step = state["step"]

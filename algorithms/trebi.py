@@ -1,20 +1,21 @@
 """TREBI: Safe Offline Reinforcement Learning with Real-Time Budget Constraints
 (Lin, Tang, Wu, Yu, Mao, Xie, Wang & Wang, ICML 2023, arXiv:2306.00603).
 
-Method: Diffuser (:mod:`algorithms.diffuser`) with a second value model, the discounted
+Method: Diffuser (:mod:`algorithms.diffuser`; its model, losses and planning pass from
+:mod:`algorithms.common.diffuser_core`) with a second value model, the discounted
 cost-to-go of a noisy segment. At every guided denoising step the plans whose predicted cost
 exceeds the remaining budget are also pushed down the cost gradient; among the final plans the
 best-valued one within budget is executed (the cheapest one when none is), and the budget left
 shrinks with every step's cost.
 
 Defaults follow the official code (qianlin04/Safe-offline-RL-with-diffusion-model), kept per task
-family in :data:`PAPER_DEFAULTS`:
+family in :data:`PAPER` (Diffuser's settings extended):
 - model and planner: Diffuser's locomotion setting (``config/locomotion.py``: H = 32, T = 20,
-  x0-prediction, ``action_weight`` 10, mults (1, 2, 4, 8), 64 plans, guide scale 0.1, t_stopgrad 2,
-  2 guide steps scaled by the posterior variance; the same per-dataset overrides as Diffuser's,
-  looked up by the dataset under a ``velocity-*`` task), reward and cost values on the same
-  network with discount 0.997, ``cost_grad_weight`` 5; the safe control tasks (kind ``safe``:
-  safe-pendulum, safe-reacher) take ``config/toy_safe_env.py``: the same model, 128 plans,
+  x0-prediction, ``action_weight`` 10, mults (1, 2, 4, 8), 64 candidate plans, guide scale 0.1,
+  t_stopgrad 2, 2 guide steps scaled by the posterior variance; the same per-dataset overrides as
+  Diffuser's, looked up by the dataset under a ``velocity-*`` task), reward and cost values on
+  the same network with discount 0.997, ``cost_grad_weight`` 5; the safe control tasks (kind ``safe``:
+  safe-pendulum, safe-reacher) take ``config/toy_safe_env.py``: the same model, 128 candidates,
   value discount 0.99, ``cost_grad_weight`` 20 (its ``test_cost_toyenv.sh`` runs 1000);
 - guidance (``diffuser/sampling/functions.py``, ``n_step_guided_and_constrained_p_sample``,
   ``guide_type`` 0): for t >= t_stopgrad, n_guide_steps times,
@@ -24,13 +25,15 @@ family in :data:`PAPER_DEFAULTS`:
   among those with ``C <= thr`` (the official subtracts 1e8 from the others' values, here they
   score -inf);
 - budget (``scripts/plan_cost_guided.py``): ``remain = budget - sum_{k<t} gamma^k c_k`` and the
-  threshold at step t is ``remain / gamma^t``, so it is compared with a cost-to-go counted from t.
+  threshold at step t is ``remain / gamma^t``, so it is compared with a cost-to-go counted from t;
+  each ``act`` passes every environment's threshold to its planning pass as that call's context.
 Units: the harness resolves the episode budget on the cost discounted by ``TaskInfo.cost_discount``
 (``TaskInfo.cost_budget``); that discount is both the bookkeeping's and the cost value targets'
 (``DataSpec.cost_discount``), so predicted cost-to-go and remaining budget are in the same units.
-TREBI uses its value discount for both, which is ``TaskInfo.cost_discount`` (0.997) on the
-velocity tasks; on safe-pendulum / safe-reacher our budget is on the plain sum (discount 1) where
-the official trains cost values with 0.99 and rescales an undiscounted budget to them.
+TREBI uses its value discount (``discount``) for both, which is ``TaskInfo.cost_discount``
+(0.997) on the velocity tasks; on safe-pendulum / safe-reacher our budget is on the plain sum
+(discount 1) where the official trains cost values with 0.99 and rescales an undiscounted budget
+to them.
 Differences and why:
 - all of Diffuser's (see its docstring): z-scored data, the harness's padded segment windows, no
   termination penalty (official -100 on rewards, +100 on costs: the segment sampler's targets
@@ -48,63 +51,67 @@ Differences and why:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from algorithms import diffuser
-from algorithms.common.contract import DatasetStats, DataSpec, TaskInfo
-from algorithms.common.diffusion import ClassifierGuidance
-from algorithms.common.planning import SegmentValue, best_of
-from algorithms.common.unet import TemporalValue
+from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.defaults import Settings
+from algorithms.common.diffuser_core import (
+    DIFFUSER_PAPER,
+    DiffuserAgent,
+    DiffuserConfig,
+    PlanHooks,
+    make_value,
+    optimize,
+    resolve_diffuser,
+    value_loss,
+)
 
-# Per task family: config/locomotion.py (the Diffuser values and the 'plan' cost_grad_weight) and
-# config/toy_safe_env.py for the safe control tasks (everything else as locomotion).
-PAPER_DEFAULTS: dict[str, dict] = {
-    "locomotion": {
-        **diffuser.PAPER_DEFAULTS["locomotion"],
-        "value_discount": 0.997,
-        "cost_grad_weight": 5.0,
-    },
-    "safe": {
-        **diffuser.PAPER_DEFAULTS["locomotion"],
-        "n_plans": 128,
-        "value_discount": 0.99,
-        "cost_grad_weight": 20.0,
-    },
-}
+_OFFICIAL = "qianlin04/Safe-offline-RL-with-diffusion-model"
+
+# Diffuser's settings (TREBI's config/locomotion.py keeps them, per-dataset overrides included)
+# plus the cost model's: the locomotion values for every task but the safe control tasks, which
+# take config/toy_safe_env.py.
+PAPER = DIFFUSER_PAPER.extend(
+    families={
+        "default": Settings(
+            f"{_OFFICIAL} config/locomotion.py ('plan' cost_grad_weight)",
+            {"discount": 0.997, "cost_grad_weight": 5.0},
+        ),
+        "safe": Settings(
+            f"{_OFFICIAL} config/toy_safe_env.py",
+            {"n_candidates": 128, "discount": 0.99, "cost_grad_weight": 20.0},
+        ),
+    }
+)
 
 
 @dataclass
-class Config(diffuser.Config):
-    """Diffuser's fields plus the cost model's; ``None`` takes the task family's value."""
+class Config(DiffuserConfig):
+    """Diffuser's fields plus the cost model's; ``None`` takes :data:`PAPER`'s value."""
 
-    value_discount: float | None = None  # the reward value's; the cost value's is the task's
-    cost_grad_weight: float | None = None
-    cost_value_lr: float = 2e-4  # 'cost_values' learning_rate, EMA as the diffuser's
+    cost_grad_weight: float | None = None  # weight of the cost gradient on plans over budget
+    cost_value_lr: float = 2e-4  # Adam learning rate of the cost value ('cost_values')
 
 
-def task_family(info: TaskInfo) -> str:
-    """``safe`` for the safe control tasks, ``locomotion`` otherwise; mazes are refused."""
+def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
+    """``cfg`` with :data:`PAPER`'s values; refuses tasks without a budget, mazes and unguided
+    planning."""
+    if info.cost_budget is None:
+        raise ValueError(
+            f"TREBI needs a cost budget; task {info.task_id!r} has none (TaskInfo.cost_budget)"
+        )
     if info.kind == "maze":
         raise ValueError(
             f"TREBI plans against a cost budget with reward guidance; maze task {info.task_id!r} "
             "(goal inpainting, no reward value) is outside it"
         )
-    return "safe" if info.kind == "safe" else "locomotion"
-
-
-def resolve_config(cfg: Config, info: TaskInfo) -> Config:
-    """``cfg`` with TREBI's per-family values, then Diffuser's, where a field is ``None``."""
-    defaults = dict(PAPER_DEFAULTS[task_family(info)])
-    defaults.update(diffuser.TASK_OVERRIDES.get(info.data_id, {}))
-    filled = {k: v for k, v in defaults.items() if getattr(cfg, k) in (None, "auto")}
-    out = diffuser.resolve_config(dataclasses.replace(cfg, **filled), info)
+    out = resolve_diffuser(cfg, PAPER, info)
     if not out.guided:
-        raise ValueError("TREBI plans with its reward and cost values; guided must be True")
+        raise ValueError("algo.guided=False: TREBI plans with its reward and cost values")
     return out
 
 
@@ -161,112 +168,83 @@ class CostBudget:
         return (self.budget - self.spent) / self.discount**self.steps
 
 
-class Agent(diffuser.Agent):
-    """TREBI following :mod:`algorithms.common.contract` (a Diffuser with a cost budget)."""
+# ---------------------------------------------------------------------------------- agent
+
+
+class Agent(DiffuserAgent):
+    """TREBI following :mod:`algorithms.common.contract`: a Diffuser (:class:`DiffuserAgent`)
+    with a cost value that spends a cost budget (a ``CostObserver``) and reports its planned
+    barriers."""
+
+    state_attrs = (
+        *DiffuserAgent.state_attrs,
+        "cost_value",
+        "cost_value_ema",
+        "cost_value_optimizer",
+    )
 
     def __init__(
-        self, cfg: Config, info: TaskInfo, stats: DatasetStats, device: torch.device | str
+        self,
+        cfg: Config,
+        info: TaskInfo,
+        stats: DatasetStats,
+        device: torch.device | str,
+        train_steps: int,
     ):
-        if info.cost_budget is None:
-            raise ValueError(
-                f"TREBI needs a cost budget; task {info.task_id!r} has none (TaskInfo.cost_budget)"
-            )
-        super().__init__(resolve_config(cfg, info), info, stats, device)
-        cfg = self.cfg
-        self.data_spec = DataSpec(
-            kind="segments",
-            batch_size=cfg.batch_size,
-            horizon=cfg.horizon,
-            discount=cfg.value_discount,
-            extra=("costs",),
-            cost_discount=info.cost_discount,
-        )
-        net = TemporalValue(cfg.horizon, self.transition_dim, cfg.dim, cfg.dim_mults)
-        self.cost_value = SegmentValue(
-            net.to(self.device), cfg.cost_value_lr, cfg.ema_decay, cfg.ema_start, cfg.ema_every
+        super().__init__(resolve(cfg, info, stats), info, stats, device, extra=("costs",))
+        self.cost_value, self.cost_value_ema, self.cost_value_optimizer = make_value(
+            self.cfg, self.planner.transition_dim, self.cfg.cost_value_lr, self.device
         )
         self.budget = CostBudget(info.cost_budget, info.cost_discount)
-        self.due_thresholds: np.ndarray | None = None  # set by act for the envs due to plan
-        self.thresholds = torch.zeros(0, device=self.device)  # of the plan being sampled
-
-    # -- training ----------------------------------------------------------------------------
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Diffuser's update, then one step of the cost value on the segment's cost-to-go."""
+        """Diffuser's step (denoiser, reward value on the return-to-go), then the cost value's on
+        the segment's cost-to-go, with its EMA."""
         out = super().update(batch)
-        x0 = self.trajectories(batch)
-        hook = self.constraints(x0.shape, x0[:, 0, self.act_dim :], None).hook()
-        target = batch["costs_to_go"][:, 0]
-        out["cost_value_loss"] = self.cost_value.update(self.diffusion, x0, target, hook)
+        seg = self.planner.segments(batch)
+        loss = value_loss(self.planner.diffusion, self.cost_value, seg, batch["costs_to_go"][:, 0])
+        out["cost_value_loss"] = optimize(
+            loss, self.cost_value_optimizer, self.cost_value_ema, self.cost_value
+        )
         return out
 
-    # -- acting ------------------------------------------------------------------------------
+    # -- planning ----------------------------------------------------------------------------
 
-    def plan(self, obs: Tensor, thresholds: Tensor | None = None) -> Tensor:
-        """Best plans ``[n, H, C]`` for observations ``[n, obs]`` under cost thresholds ``[n]``.
-
-        Without ``thresholds``: those ``act`` prepared for the envs due to plan, else the whole
-        budget (a fresh episode).
-        """
-        if thresholds is None:
-            pending = self.due_thresholds
-            full = np.full(len(obs), self.budget.budget)
-            thresholds = torch.as_tensor(pending if pending is not None else full)
-        self.thresholds = thresholds.to(self.device, torch.float32)
-        return super().plan(obs)
-
-    def guidance(self) -> ClassifierGuidance | None:
-        """TREBI's constrained value gradient, with the thresholds of the plan being sampled."""
-        cfg = self.cfg
-        if cfg.guide_scale <= 0:
-            return None
-        return ClassifierGuidance(
-            self.constrained_gradient,
-            scale=cfg.guide_scale,
-            n_steps=cfg.n_guide_steps,
-            t_stopgrad=cfg.t_stopgrad,
+    def hooks(self, context: Tensor) -> PlanHooks:
+        """TREBI's part of a planning pass under each environment's cost threshold
+        ``context [n]``: the cost push while guiding, the budget-aware ranking."""
+        return PlanHooks(
+            guide_term=lambda x, t: self.cost_push(x, t, context),
+            score=lambda x, values: self.scores(x, values, context),
         )
 
-    def constrained_gradient(self, x: Tensor, t: Tensor) -> Tensor:
-        """``dV/dx - w * dC/dx`` for segments ``[n, P, H, C]`` (:func:`constraint_weights`)."""
+    def cost_push(self, x: Tensor, t: Tensor, thresholds: Tensor) -> Tensor:
+        """``-w * dC/dx`` for segments ``[n, P, H, C]`` (:func:`constraint_weights`), added to the
+        reward value's gradient at every guided step."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            (reward_grad,) = torch.autograd.grad(self.value(x, t).sum(), x)
-            cost = self.cost_value(x, t)
+            cost = self.cost_value_ema.model(x, t)
             (cost_grad,) = torch.autograd.grad(cost.sum(), x)
-        w = constraint_weights(cost.detach(), self.thresholds, self.cfg.cost_grad_weight)
-        return reward_grad - w[..., None, None] * cost_grad
+        w = constraint_weights(cost.detach(), thresholds, self.cfg.cost_grad_weight)
+        return -w[..., None, None] * cost_grad
 
-    def rank(self, x: Tensor) -> Tensor:
-        """The best plan within each env's budget, or its cheapest (:func:`constrained_scores`)."""
-        if self.cfg.n_plans == 1:
-            return x[:, 0]
-        t0 = torch.zeros(x.shape[:2], dtype=torch.long, device=self.device)
-        scores = constrained_scores(self.plan_values(x), self.cost_value(x, t0), self.thresholds)
-        return best_of(x, scores)
+    def scores(self, x: Tensor, values: Tensor, thresholds: Tensor) -> Tensor:
+        """Ranking scores of the final candidates ``[n, P, H, C]`` with reward values ``[n, P]``:
+        the best within each env's budget, or its cheapest (:func:`constrained_scores`)."""
+        t0 = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+        return constrained_scores(values, self.cost_value_ema.model(x, t0), thresholds)
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Diffuser's acting, each env due to plan under the budget it has left."""
-        due = self.plans.due(len(obs))
-        self.due_thresholds = self.budget.thresholds(len(obs))[due]
-        try:
-            return super().act(obs)
-        finally:
-            self.due_thresholds = None
+        thresholds = self.budget.thresholds(len(obs))
+        context = torch.as_tensor(thresholds, dtype=torch.float32, device=self.device)
+        return self.planner.act(obs, self.plan, context)
 
     def observe_cost(self, costs: np.ndarray) -> None:
         """Spend the last step's per-environment costs ``[n_envs]`` from the budgets."""
         self.budget.observe(costs)
 
     def reset(self, done: np.ndarray | None = None) -> None:
-        """Diffuser's reset; the flagged environments (all when None) get the whole budget."""
+        """Drop the flagged environments' plans (all when None); they get the whole budget."""
         super().reset(done)
         self.budget.reset(done)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "cost_value": self.cost_value.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.cost_value.load_state_dict(state["cost_value"])

@@ -3,8 +3,8 @@
 On safe tasks (``spec.safety``) it also measures constraint satisfaction as carefully as return:
 each episode's cumulative cost (from the env's ``info["cost"]``, discounted by the task's
 ``cost_discount``), the share of episodes over the budget, the smallest barrier value over every
-executed state, and over every planned state for agents that report it
-(``planned_barrier_min()``). Agents with ``observe_cost(costs)`` get each step's costs.
+executed state, and over every planned state for agents that report it (the contract's
+``BarrierReporter``). Agents that spend a budget (``CostObserver``) get each step's costs.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
-from algorithms.common.contract import Agent
+from algorithms.common.contract import Agent, BarrierReporter, CostObserver
 from tasks.envs import make_vector_env
+from tasks.progress import progress
 from tasks.safety import barrier_values
 from tasks.spec import TaskSpec, normalized_score
 
@@ -103,11 +105,11 @@ def _step_costs(info: dict, n: int) -> np.ndarray:
     return np.where(info.get("_cost", np.ones(n, dtype=bool)), info["cost"], 0.0)
 
 
-def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int) -> _Wave:
-    """Run one episode in each of ``n_envs`` envs."""
+def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int, bar: tqdm) -> _Wave:
+    """Run one episode in each of ``n_envs`` envs, counting finished episodes on ``bar``."""
     envs = make_vector_env(spec, n_envs)
     discount = spec.safety.cost_discount if spec.safety is not None else 1.0
-    observe_cost = getattr(agent, "observe_cost", None)
+    observes_cost = isinstance(agent, CostObserver)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(n_envs)])
         agent.reset()
@@ -126,14 +128,17 @@ def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int) -> _Wave:
                 raise DivergenceError("the agent produced a non-finite action")
             obs, reward, terminated, truncated, info = envs.step(actions)
             step_cost = np.where(active, _step_costs(info, n_envs), 0.0)
-            if observe_cost is not None:
-                observe_cost(step_cost)
+            if observes_cost:
+                agent.observe_cost(step_cost)
             returns += np.where(active, reward, 0.0)
             costs += step_cost * discount**lengths
             barrier_min = min(barrier_min, _barrier_min(spec, obs, active))
             lengths += active
             success |= active & _success_flags(info, spec.success_key, n_envs)
-            active &= ~(np.asarray(terminated) | np.asarray(truncated))
+            finished = active & (np.asarray(terminated) | np.asarray(truncated))
+            active &= ~finished
+            bar.set_postfix_str(f"{decisions / max(act_seconds, 1e-9):.1f} decisions/s", False)
+            bar.update(int(finished.sum()))
     finally:
         envs.close()
     return _Wave(returns, lengths, success, costs, barrier_min, decisions, act_seconds)
@@ -148,20 +153,23 @@ def evaluate(
     ref_max: float,
     max_envs: int = 50,
     budget: float | None = None,
+    desc: str = "evaluate",
 ) -> EvalResult:
     """Evaluate ``agent`` on ``episodes`` episodes, at most ``max_envs`` at a time.
 
     Episode ``i`` resets its env with seed ``seed + i``, so an evaluation is reproducible and two
     runs that share a seed see the same start states. ``budget``: a safe task's episode cost
-    budget, against which the share of episodes over budget is counted.
+    budget, against which the share of episodes over budget is counted. Progress (episodes
+    finished, decisions/s, time left) shows as ``desc`` (:func:`tasks.progress.progress`).
     """
     waves = []
     planned = []
-    report_planned = getattr(agent, "planned_barrier_min", None)
-    for first in range(0, episodes, max_envs):
-        waves.append(_run_wave(agent, spec, min(max_envs, episodes - first), seed + first))
-        if report_planned is not None and report_planned() is not None:
-            planned.append(report_planned())
+    with progress(episodes, desc, "episode") as bar:
+        for first in range(0, episodes, max_envs):
+            n_envs = min(max_envs, episodes - first)
+            waves.append(_run_wave(agent, spec, n_envs, seed + first, bar))
+            if isinstance(agent, BarrierReporter) and agent.planned_barrier_min() is not None:
+                planned.append(agent.planned_barrier_min())
     returns = np.concatenate([w.returns for w in waves])
     safe = spec.safety is not None
     executed = min(w.barrier_min for w in waves)

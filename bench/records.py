@@ -1,46 +1,227 @@
 """Run records: the schema, atomic writes, and loading every record as a DataFrame.
 
 One directory per run (``<results_dir>/<task>/<algo>/s<seed>-<config hash>/``) holds
-``config.yaml``, ``checkpoint.pt`` and ``record.json``. The record is self-describing:
+``config.yaml``, ``checkpoint.pt`` and ``record.json``. The record is self-describing: its schema
+is :class:`RunRecord` and the dataclasses it nests; their fields, with one comment each, are the
+documentation, and ``record.json`` is :meth:`RunRecord.to_dict` as JSON (every field present,
+``null`` where a value does not apply). Durations are in seconds (``*_seconds``), rates per second
+(``*_per_s``), memory in MiB (``*_mb``), times in UTC ISO 8601.
 
-=================  ==================================================================
-key                meaning
-=================  ==================================================================
-schema_version     :data:`SCHEMA_VERSION`
-run_id             ``<task>/<algo>/s<seed>-<hash>``
-algo, task, seed   what ran
-status             ``running`` | ``completed`` | ``failed``
-failure_reason     why a failed run failed (``None`` otherwise); failed runs carry no score
-config             the resolved config; ``config_hash`` hashes it without seed/paths/device
-budget             ``{"name", "train_steps", "batch_size", "eval_episodes"}``
-dataset            :class:`tasks.spec.Provenance` as a dict (``source`` is d4rl/minari/forged)
-env                the gymnasium env that evaluated the run: ``{"id", "kwargs"}``
-reference          ``{"min", "max", "origin"}``: the returns that normalize scores
-final              last evaluation: ``returns``, ``normalized`` (per episode), their
-                   ``*_mean``/``*_std``, ``episodes``, ``step`` and task metrics
-best               the best periodic evaluation (optimistic: chosen on the test episodes)
-curve              periodic evaluations: ``[{"step", "return_mean", "normalized_mean", ...}]``
-losses             logged training losses: ``[{"step", <name>: value, ...}]``
-timings            ``train_steps_per_s``, ``decisions_per_s``, ``wall_s``
-memory             ``peak_rss_mb`` and ``peak_cuda_mb`` (``None`` without CUDA)
-versions           python, torch, numpy, gymnasium, mujoco, diffrl-bench; ``git_commit``
-device, started, finished
-=================  ==================================================================
+Schema versions:
+
+* 1: the same keys, assembled as a dict, so a key that did not apply could be absent
+  (``safety`` before safe tasks existed, task metrics such as ``success_rate`` in ``final``,
+  ``best`` and ``curve``, ``timings`` of a run that failed);
+* 2 (:data:`SCHEMA_VERSION`): written from :class:`RunRecord`; every field always present.
+
+Both are read: :func:`read_record` returns the JSON as it is (the leaderboard reads it with
+defaults for absent keys), and :meth:`RunRecord.from_dict` turns a version-1 or version-2 record
+into a :class:`RunRecord` (absent keys take their defaults).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+import types
+import typing
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from tasks.spec import Provenance
+
+SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
+BEST_NOTE = "optimistic: best periodic evaluation, chosen on evaluation episodes"
+Status = Literal["running", "completed", "failed"]
+
+
+@dataclass
+class Budget:
+    """What the run was allowed to spend."""
+
+    name: str  # the budget preset (``budget=``): quick | standard | paper
+    train_steps: int  # training updates
+    batch_size: int  # samples per update (the agent's DataSpec)
+    eval_episodes: int  # episodes of the final evaluation
+
+
+@dataclass
+class EnvInfo:
+    """The gymnasium environment that evaluated the run."""
+
+    id: str  # gymnasium id
+    kwargs: dict[str, Any]  # keyword arguments of ``gymnasium.make``
+
+
+@dataclass
+class Reference:
+    """The returns that normalize scores: ``100 * (return - min) / (max - min)``."""
+
+    min: float  # return of a random policy (score 0)
+    max: float  # return of an expert (score 100)
+    origin: str  # "d4rl": D4RL's published constants; "dataset": the task's own references
+
+
+@dataclass
+class SafetyInfo:
+    """A safe task's cost signal, budget and state constraints (see :mod:`tasks.safety`)."""
+
+    cost: str  # the per-step cost signal
+    cost_discount: float  # discount of the episode cost
+    budget: float  # episode cost budget
+    rule: str  # how the budget was set (``absolute`` or a ratio rule)
+    barriers: list[str]  # every state constraint, as its repr
+    ratio: float | None = None  # budget / reference_cost under a ratio rule
+    reference_cost: float | None = None  # the cost the ratio multiplies
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the agent (:meth:`bench.evaluate.EvalResult.summary` at a step)."""
+
+    step: int  # training step at which the agent was evaluated
+    episodes: int  # episodes run
+    returns: list[float]  # undiscounted return of each episode
+    normalized: list[float]  # normalized score of each episode (see ``reference``)
+    return_mean: float  # mean return
+    return_std: float  # population std of the returns
+    normalized_mean: float  # the score: mean normalized score
+    normalized_std: float  # population std of the normalized scores
+    length_mean: float  # mean episode length in steps
+    success_rate: float | None = None  # share of episodes that succeeded (tasks that define it)
+    costs: list[float] | None = None  # each episode's discounted cost (safe tasks)
+    cost_mean: float | None = None  # mean episode cost (safe tasks)
+    cost_std: float | None = None  # population std of the episode costs (safe tasks)
+    cost_budget: float | None = None  # the budget the costs were held to (safe tasks)
+    over_budget_rate: float | None = None  # share of episodes over the budget (safe tasks)
+    barrier_min_executed: float | None = None  # smallest barrier value over executed states
+    barrier_min_planned: float | None = None  # smallest over planned states (planners that say)
+
+
+@dataclass
+class BestEvaluation(Evaluation):
+    """The periodic evaluation with the highest score: optimistic, since it is chosen on the
+    evaluation episodes themselves."""
+
+    note: str = BEST_NOTE  # the warning that travels with the number
+
+
+@dataclass
+class CurvePoint:
+    """One periodic evaluation's means (the learning curve)."""
+
+    step: int  # training step
+    return_mean: float  # mean return
+    normalized_mean: float  # mean normalized score
+    length_mean: float  # mean episode length
+    success_rate: float | None = None  # share of successful episodes (tasks that define it)
+    cost_mean: float | None = None  # mean episode cost (safe tasks)
+
+    @classmethod
+    def of(cls, evaluation: Evaluation) -> CurvePoint:
+        """The curve's point for ``evaluation``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dataclasses.asdict(evaluation).items() if k in names})
+
+
+@dataclass
+class Timings:
+    """Where the time went (``None`` until measured; a failed run keeps what it measured)."""
+
+    train_seconds: float | None = None  # time in training steps, over every resumption
+    train_steps_per_s: float | None = None  # train_steps / train_seconds
+    decisions_per_s: float | None = None  # env decisions per second of ``act`` (final eval)
+    wall_seconds: float | None = None  # the last process: dataset load to final evaluation
+    threads: int | None = None  # torch threads of the last process (``threads`` knob)
+
+
+@dataclass
+class Memory:
+    """Peak memory of the process that finished the run."""
+
+    peak_rss_mb: float | None = None  # resident set size
+    peak_cuda_mb: float | None = None  # CUDA memory allocated (``None`` without CUDA)
+
+
+@dataclass
+class RunRecord:
+    """One run, whole: what ran, on what data, under what budget, and how it scored."""
+
+    run_id: str  # ``<task>/<algo>/s<seed>-<config hash>``: the run's directory under results
+    algo: str  # algorithm name (``algorithms.ALGORITHMS``)
+    task: str  # task id (``tasks.registry``)
+    seed: int  # the run's seed
+    config: dict[str, Any]  # the run config: ``algo`` as given, ``algo_resolved``, every knob
+    config_hash: str  # hash of the config without seed, paths and device (``bench.run``)
+    budget: Budget  # what the run was allowed to spend
+    dataset: Provenance  # where the training data came from (``source``: d4rl, minari, forged)
+    env: EnvInfo  # the environment that evaluated the run
+    reference: Reference  # the returns that normalize scores
+    versions: dict[str, str | None]  # python, torch, numpy, gymnasium, mujoco, ...; git_commit
+    device: str  # torch device that trained the agent
+    started: str  # when the run (its first attempt) started
+    status: Status = "running"  # running until it completes or fails
+    failure_reason: str | None = None  # why a failed run failed, one line
+    failure_traceback: str | None = None  # the traceback behind an unexpected failure
+    safety: SafetyInfo | None = None  # safe tasks: cost signal, budget, constraints
+    final: Evaluation | None = None  # last evaluation, the primary score (None unless completed)
+    best: BestEvaluation | None = None  # best periodic evaluation (optimistic; None if failed)
+    curve: list[CurvePoint] = field(default_factory=list)  # every periodic evaluation
+    losses: list[dict[str, float]] = field(default_factory=list)  # {"step", <loss>: value} each log
+    timings: Timings = field(default_factory=Timings)  # where the time went
+    memory: Memory = field(default_factory=Memory)  # peak memory
+    finished: str | None = None  # when the run completed or failed
+    resumed: int = 0  # times the run resumed from a checkpoint after a kill
+    schema_version: int = SCHEMA_VERSION  # this schema's version
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready nested dicts and lists (what ``record.json`` holds)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """A record read back: version 1 or 2, absent keys taking their defaults.
+
+        Raises ``ValueError`` on a newer version, an unknown key or a missing required one.
+        """
+        version = data.get("schema_version", 1)
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"record schema {version} is newer than {SCHEMA_VERSION}")
+        try:
+            return _build(cls, {**data, "schema_version": SCHEMA_VERSION})
+        except TypeError as e:
+            raise ValueError(f"not a version-{version} run record: {e}") from e
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """The dataclass ``cls`` from ``data``, building nested dataclass fields (and lists of them)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    return cls(**{k: _value(hints[k], v) for k, v in data.items()})
+
+
+def _value(hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` says: a dataclass, a list of them, or as it is."""
+    if value is None:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # ``X | None``
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return [_value(item, v) for v in value]
+    return value
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -63,8 +244,14 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         raise
 
 
+def write_record(path: str | Path, record: RunRecord) -> None:
+    """Write ``record`` to ``path`` atomically (see :func:`write_json_atomic`)."""
+    write_json_atomic(path, record.to_dict())
+
+
 def read_record(path: str | Path) -> dict:
-    """Read and check one record; raises ``ValueError`` naming the file when it is malformed."""
+    """Read and check one record (any version up to :data:`SCHEMA_VERSION`) as its JSON dict;
+    raises ``ValueError`` naming the file when it is malformed."""
     path = Path(path)
     try:
         rec = json.loads(path.read_text())
@@ -79,7 +266,10 @@ def read_record(path: str | Path) -> dict:
 
 
 def summary_row(rec: dict, path: Path) -> dict:
-    """The flat columns the leaderboard groups on, plus the whole record under ``record``."""
+    """The flat columns the leaderboard groups on, plus the whole record under ``record``.
+
+    Reads a record of either version (and partial or foreign ones): absent keys give ``None``.
+    """
     final, best = rec.get("final") or {}, rec.get("best") or {}
     budget, dataset = rec.get("budget") or {}, rec.get("dataset") or {}
     return {

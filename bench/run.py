@@ -30,14 +30,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
-from tqdm import tqdm
 
 import algorithms
 from algorithms.common.contract import TaskInfo
+from bench.checks import ConfigError, check_run_config
 from bench.data import compute_stats, make_sampler
 from bench.evaluate import DivergenceError, EvalResult, evaluate
-from bench.records import RECORD_FILE, SCHEMA_VERSION, read_record, write_json_atomic
+from bench.records import (
+    RECORD_FILE,
+    BestEvaluation,
+    Budget,
+    CurvePoint,
+    EnvInfo,
+    Evaluation,
+    Memory,
+    Reference,
+    RunRecord,
+    SafetyInfo,
+    Status,
+    read_record,
+    write_record,
+)
+from bench.threads import claim_cores
 from tasks.envs import make_env
+from tasks.progress import progress
 from tasks.registry import get_task
 from tasks.safety import resolve_budget
 from tasks.sources import load_dataset
@@ -46,7 +62,7 @@ from tasks.spec import Dataset, DatasetFormatError, DatasetNotFoundError, TaskSp
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CHECKPOINT_FILE = "checkpoint.pt"
 # Keys that do not change what a run computes, so they stay out of the config hash.
-UNHASHED_KEYS = ("seed", "results_dir", "device", "force")
+UNHASHED_KEYS = ("seed", "results_dir", "device", "force", "threads")
 
 
 def register_algorithms() -> None:
@@ -90,6 +106,7 @@ def task_info(spec: TaskSpec, dataset: Dataset, safety: dict | None = None) -> T
     env = make_env(spec)
     try:
         space = env.action_space
+        check_widths(spec, dataset, env)
         info = TaskInfo(
             task_id=spec.task_id,
             kind=spec.kind,
@@ -114,6 +131,19 @@ def task_info(spec: TaskSpec, dataset: Dataset, safety: dict | None = None) -> T
     )
 
 
+def check_widths(spec: TaskSpec, dataset: Dataset, env) -> None:
+    """Raise :class:`DatasetFormatError` when the data's observation or action width does not
+    fit the environment that evaluates the task (one line, before any training)."""
+    arrays = dataset.arrays
+    for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
+        width, expected = arrays[key].shape[-1], int(np.prod(space.shape))
+        if width != expected:
+            raise DatasetFormatError(
+                f"{dataset.provenance.path}: {key} are {width} wide, but {spec.env_id} "
+                f"({spec.task_id}) has {expected}; this file is not {spec.task_id}'s data"
+            )
+
+
 def safety_budget(spec: TaskSpec, dataset: Dataset, overrides: dict) -> tuple[float, dict]:
     """A safe task's episode cost budget and how it was set."""
     return resolve_budget(
@@ -126,26 +156,29 @@ def safety_budget(spec: TaskSpec, dataset: Dataset, overrides: dict) -> tuple[fl
     )
 
 
-def safety_record(spec: TaskSpec, dataset: Dataset, overrides: dict) -> dict | None:
+def safety_record(spec: TaskSpec, dataset: Dataset, overrides: dict) -> SafetyInfo | None:
     """The record's description of a safe task: cost signal, budget and its rule, constraints."""
     if spec.safety is None:
         return None
     budget, rule = safety_budget(spec, dataset, overrides)
-    return {
-        "cost": spec.safety.cost,
-        "cost_discount": spec.safety.cost_discount,
-        "budget": budget,
+    return SafetyInfo(
+        cost=spec.safety.cost,
+        cost_discount=spec.safety.cost_discount,
+        budget=budget,
+        barriers=[repr(b) for b in spec.safety.barriers],
         **rule,
-        "barriers": [repr(b) for b in spec.safety.barriers],
-    }
+    )
 
 
 def build_agent(module, algo_cfg: DictConfig, info: TaskInfo, dataset: Dataset, device, steps: int):
-    """Instantiate ``module.Agent`` from its Config; ``max_steps`` (LR schedules) is the budget."""
-    config = OmegaConf.to_object(algo_cfg)
-    if any(f.name == "max_steps" for f in dataclasses.fields(config)):
-        config = dataclasses.replace(config, max_steps=steps)
-    return module.Agent(config, info, compute_stats(dataset), device)
+    """``module.Agent`` built from its resolved Config (contract: ``resolve``, then ``Agent``) and
+    told the run's ``steps``; returns ``(agent, resolved config)``."""
+    stats = compute_stats(dataset)
+    try:
+        config = module.resolve(OmegaConf.to_object(algo_cfg), info, stats)
+    except ValueError as e:  # a knob outside its valid values, named by the algorithm
+        raise ConfigError(str(e)) from e
+    return module.Agent(config, info, stats, device, steps), config
 
 
 def library_versions() -> dict[str, str | None]:
@@ -179,10 +212,11 @@ def git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def peak_memory(device: torch.device) -> dict[str, float | None]:
+def peak_memory(device: torch.device) -> Memory:
+    """Peak resident memory of this process and peak CUDA memory allocated on ``device``."""
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return {"peak_rss_mb": round(rss_mb, 1), "peak_cuda_mb": cuda_mb}
+    return Memory(peak_rss_mb=round(rss_mb, 1), peak_cuda_mb=cuda_mb)
 
 
 def now() -> str:
@@ -197,47 +231,39 @@ class Trainer:
         self.params = OmegaConf.to_container(algo_cfg, resolve=True)
         self.dir = run_directory(cfg, algo, self.params)
         self.device = resolve_device(cfg["device"])
-        self.record: dict[str, Any] = {}
+        self.record: RunRecord | None = None  # set once the agent is built, or from a checkpoint
 
     # -- state -------------------------------------------------------------------------------
-    def base_record(self, spec: TaskSpec, dataset: Dataset) -> dict:
-        train, ev = self.cfg["train"], self.cfg["eval"]
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": str(self.dir.relative_to(self.cfg["results_dir"])),
-            "algo": self.algo,
-            "task": self.cfg["task"],
-            "seed": self.cfg["seed"],
-            "status": "running",
-            "failure_reason": None,
-            "config": {"algo": self.params, **self.cfg},
-            "config_hash": config_hash(self.cfg, self.algo, self.params),
-            "budget": {
-                "name": self.budget,
-                "train_steps": train["steps"],
-                "batch_size": None,
-                "eval_episodes": ev["episodes"],
-            },
-            "dataset": dataset.provenance.to_dict(),
-            "env": {"id": spec.env_id, "kwargs": spec.env_kwargs},
-            "reference": {
-                "min": dataset.ref_min_score,
-                "max": dataset.ref_max_score,
-                "origin": "d4rl" if spec.ref_min_score is not None else "dataset",
-            },
-            "safety": safety_record(spec, dataset, self.cfg.get("safety") or {}),
-            "final": None,
-            "best": None,
-            "curve": [],
-            "losses": [],
-            "timings": {},
-            "memory": {},
-            "versions": library_versions(),
-            "device": str(self.device),
-            "started": now(),
-            "finished": None,
-            "resumed": 0,
-        }
+    def new_record(
+        self, spec: TaskSpec, dataset: Dataset, batch_size: int, resolved: Any
+    ) -> RunRecord:
+        """The record of a run that starts now: everything known before training (``resolved``:
+        the algorithm's Config after ``resolve``)."""
+        return RunRecord(
+            run_id=str(self.dir.relative_to(self.cfg["results_dir"])),
+            algo=self.algo,
+            task=self.cfg["task"],
+            seed=self.cfg["seed"],
+            config={"algo": self.params, **self.cfg, "algo_resolved": dataclasses.asdict(resolved)},
+            config_hash=config_hash(self.cfg, self.algo, self.params),
+            budget=Budget(
+                name=self.budget,
+                train_steps=self.cfg["train"]["steps"],
+                batch_size=batch_size,
+                eval_episodes=self.cfg["eval"]["episodes"],
+            ),
+            dataset=dataset.provenance,
+            env=EnvInfo(id=spec.env_id, kwargs=spec.env_kwargs),
+            reference=Reference(
+                min=dataset.ref_min_score,
+                max=dataset.ref_max_score,
+                origin="d4rl" if spec.ref_min_score is not None else "dataset",
+            ),
+            safety=safety_record(spec, dataset, self.cfg.get("safety") or {}),
+            versions=library_versions(),
+            device=str(self.device),
+            started=now(),
+        )
 
     def save_checkpoint(self, step: int, agent, sampler, train_seconds: float) -> None:
         state = {
@@ -247,7 +273,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
             "train_seconds": train_seconds,
-            "record": self.record,
+            "record": self.record.to_dict(),
         }
         tmp = self.dir / f".{CHECKPOINT_FILE}.tmp"
         torch.save(state, tmp)
@@ -262,8 +288,8 @@ class Trainer:
         sampler.generator.set_state(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
-        self.record = state["record"]
-        self.record["resumed"] += 1
+        self.record = RunRecord.from_dict(state["record"])  # a version-1 checkpoint too
+        self.record.resumed += 1
         console.print(f"resuming from step {state['step']} ({path})")
         return state["step"], state["train_seconds"]
 
@@ -277,23 +303,18 @@ class Trainer:
             ref_min=dataset.ref_min_score,
             ref_max=dataset.ref_max_score,
             max_envs=self.cfg["eval"]["max_envs"],
-            budget=self.record["safety"]["budget"] if self.record.get("safety") else None,
+            budget=self.record.safety.budget if self.record.safety is not None else None,
         )
 
     def periodic_eval(self, agent, spec, dataset, step: int) -> None:
-        seed = 1_000_000 + 1000 * self.cfg["seed"] + len(self.record["curve"]) * 100
+        """Evaluate on a few episodes: a point of the curve, and the best so far (optimistic)."""
+        seed = 1_000_000 + 1000 * self.cfg["seed"] + len(self.record.curve) * 100
         result = self.evaluate(agent, spec, dataset, self.cfg["eval"]["periodic_episodes"], seed)
-        point = {"step": step, **{k: v for k, v in result.summary().items() if k.endswith("_mean")}}
-        if "success_rate" in result.summary():
-            point["success_rate"] = result.summary()["success_rate"]
-        self.record["curve"].append(point)
-        best = self.record["best"]
-        if best is None or point["normalized_mean"] > best["normalized_mean"]:
-            self.record["best"] = {
-                **result.summary(),
-                "step": step,
-                "note": "optimistic: best periodic evaluation, chosen on evaluation episodes",
-            }
+        evaluation = BestEvaluation(step=step, **result.summary())  # the best, if it beats it
+        self.record.curve.append(CurvePoint.of(evaluation))
+        best = self.record.best
+        if best is None or evaluation.normalized_mean > best.normalized_mean:
+            self.record.best = evaluation
 
     # -- training ----------------------------------------------------------------------------
     def log_losses(self, step: int, losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -301,19 +322,13 @@ class Trainer:
         bad = [k for k, v in values.items() if not np.isfinite(v)]
         if bad:
             raise DivergenceError(f"non-finite loss {bad} at step {step}")
-        self.record["losses"].append({"step": step, **{k: round(v, 6) for k, v in values.items()}})
+        self.record.losses.append({"step": step, **{k: round(v, 6) for k, v in values.items()}})
         return values
 
     def train(self, agent, sampler, spec, dataset) -> None:
         t = self.cfg["train"]
         step, train_seconds = self.load_checkpoint(agent, sampler)
-        bar = tqdm(
-            total=t["steps"],
-            initial=step,
-            desc=f"{self.algo} {spec.task_id}",
-            leave=False,
-            disable=None,
-        )
+        bar = progress(t["steps"], f"train {self.algo} {spec.task_id}", "step", initial=step)
         tick = time.perf_counter()
         while step < t["steps"]:
             losses = agent.update(sampler.sample())
@@ -321,7 +336,7 @@ class Trainer:
             bar.update()
             if step % t["log_every"] == 0 or step == t["steps"]:
                 bar.set_postfix(self.log_losses(step, losses), refresh=False)
-            if step % t["eval_every"] == 0 and step < t["steps"]:
+            if t["eval_every"] and step % t["eval_every"] == 0 and step < t["steps"]:
                 train_seconds += time.perf_counter() - tick
                 self.periodic_eval(agent, spec, dataset, step)
                 tick = time.perf_counter()
@@ -332,12 +347,10 @@ class Trainer:
         bar.close()
         train_seconds += time.perf_counter() - tick
         self.save_checkpoint(step, agent, sampler, train_seconds)  # the trained agent, kept
-        self.record["timings"]["train_seconds"] = round(train_seconds, 2)
-        self.record["timings"]["train_steps_per_s"] = round(
-            t["steps"] / max(train_seconds, 1e-9), 2
-        )
+        self.record.timings.train_seconds = round(train_seconds, 2)
+        self.record.timings.train_steps_per_s = round(t["steps"] / max(train_seconds, 1e-9), 2)
 
-    def run(self) -> dict:
+    def run(self) -> RunRecord:
         """Train and evaluate; return the final record (already written)."""
         cfg = self.cfg
         spec = get_task(cfg["task"])
@@ -346,18 +359,16 @@ class Trainer:
             rec = read_record(existing)
             if rec["status"] == "completed":
                 console.print(f"already completed: {existing} (force=true re-runs it)")
-                return rec
+                return RunRecord.from_dict(rec)
         wall = time.perf_counter()
         data = cfg["data"]
         dataset = load_dataset(
             spec, source=data["source"], scale=data["scale"], forge_seed=data["forge_seed"]
         )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml({"algo": self.algo_cfg, **cfg}))
         torch.manual_seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         info = task_info(spec, dataset, cfg.get("safety"))
-        agent = build_agent(
+        agent, resolved = build_agent(
             algorithms.load(self.algo),
             self.algo_cfg,
             info,
@@ -365,11 +376,10 @@ class Trainer:
             self.device,
             cfg["train"]["steps"],
         )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml({"algo": self.algo_cfg, **cfg}))
         sampler = make_sampler(dataset, agent.data_spec, self.device, seed=cfg["seed"])
-        self.record = self.base_record(spec, dataset)
-        self.record["budget"]["batch_size"] = agent.data_spec.batch_size
-        if dataclasses.is_dataclass(getattr(agent, "cfg", None)):  # per-task defaults filled in
-            self.record["config"]["algo_resolved"] = dataclasses.asdict(agent.cfg)
+        self.record = self.new_record(spec, dataset, agent.data_spec.batch_size, resolved)
         try:
             self.train(agent, sampler, spec, dataset)
             final = self.evaluate(
@@ -378,56 +388,68 @@ class Trainer:
         except DivergenceError as e:
             return self.finish("failed", reason=str(e))
         except Exception as e:
-            self.finish(
-                "failed", reason=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
-            )
+            self.record.failure_traceback = traceback.format_exc(limit=5)
+            self.finish("failed", reason=one_line(e))
             raise
-        self.record["final"] = {**final.summary(), "step": cfg["train"]["steps"]}
-        self.record["timings"]["decisions_per_s"] = round(
-            final.decisions / max(final.act_seconds, 1e-9), 1
-        )
-        self.record["timings"]["wall_seconds"] = round(time.perf_counter() - wall, 2)
+        self.record.final = Evaluation(step=cfg["train"]["steps"], **final.summary())
+        timings = self.record.timings
+        timings.decisions_per_s = round(final.decisions / max(final.act_seconds, 1e-9), 1)
+        timings.wall_seconds = round(time.perf_counter() - wall, 2)
+        timings.threads = torch.get_num_threads()
         return self.finish("completed")
 
-    def finish(self, status: str, reason: str | None = None) -> dict:
-        self.record.update(
-            status=status, failure_reason=reason, finished=now(), memory=peak_memory(self.device)
-        )
+    def finish(self, status: Status, reason: str | None = None) -> RunRecord:
+        """Close the record (a failed run keeps no score) and write it."""
+        record = self.record
+        record.status, record.failure_reason = status, reason
+        record.finished, record.memory = now(), peak_memory(self.device)
         if status == "failed":
-            self.record.update(final=None, best=None)
-        write_json_atomic(self.dir / RECORD_FILE, self.record)
-        return self.record
+            record.final = record.best = None
+        write_record(self.dir / RECORD_FILE, record)
+        return record
 
 
-def report(record: dict, path: Path) -> None:
+def one_line(error: BaseException) -> str:
+    """``Type: message`` on one line (the traceback goes to the record beside it)."""
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def report(record: RunRecord, path: Path) -> None:
     """Print the outcome of a run: its score, or why it failed, and where the record is."""
-    if record["status"] != "completed":
-        console.print(f"[bold red]run failed[/]: {record['failure_reason']}\nrecord: {path}")
+    if record.status != "completed":
+        console.print(f"[bold red]run failed[/]: {record.failure_reason}\nrecord: {path}")
         return
-    final = record["final"]
-    line = f"[bold]{record['algo']} on {record['task']}[/] (seed {record['seed']}, data {record['dataset']['source']}): "
-    line += f"normalized score {final['normalized_mean']:.1f} ± {final['normalized_std']:.1f}"
-    line += f" (return {final['return_mean']:.1f}, {final['episodes']} episodes)"
-    if "success_rate" in final:
-        line += f", success {100 * final['success_rate']:.0f}%"
-    if "cost_mean" in final:
-        line += f", cost {final['cost_mean']:.2f} (budget {final['cost_budget']:.2f}"
-        line += f", {100 * final['over_budget_rate']:.0f}% of episodes over)"
-    if "barrier_min_executed" in final:
-        line += f", min barrier {final['barrier_min_executed']:.3f}"
+    final = record.final
+    line = f"[bold]{record.algo} on {record.task}[/] (seed {record.seed}, data {record.dataset.source}): "
+    line += f"normalized score {final.normalized_mean:.1f} ± {final.normalized_std:.1f}"
+    line += f" (return {final.return_mean:.1f}, {final.episodes} episodes)"
+    if final.success_rate is not None:
+        line += f", success {100 * final.success_rate:.0f}%"
+    if final.cost_mean is not None:
+        line += f", cost {final.cost_mean:.2f} (budget {final.cost_budget:.2f}"
+        line += f", {100 * final.over_budget_rate:.0f}% of episodes over)"
+    if final.barrier_min_executed is not None:
+        line += f", min barrier {final.barrier_min_executed:.3f}"
     console.print(line)
     console.print(f"record: {path}")
 
 
 def run(cfg: DictConfig, algo: str, budget: str) -> dict:
-    """Run one configuration (the programmatic entry point behind the CLI)."""
+    """Run one configuration (the programmatic entry point behind the CLI); returns the record as
+    ``record.json`` holds it."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     algo_cfg = cfg.algo
     plain.pop("algo")
-    trainer = Trainer(plain, algo, budget, algo_cfg)
-    record = trainer.run()
+    check_run_config(plain)
+    cores = claim_cores(plain["threads"], log=console.print)
+    try:
+        torch.set_num_threads(cores.threads)
+        trainer = Trainer(plain, algo, budget, algo_cfg)
+        record = trainer.run()
+    finally:
+        cores.release()
     report(record, trainer.dir / RECORD_FILE)
-    return record
+    return record.to_dict()
 
 
 def run_overrides(overrides: list[str]) -> dict:
@@ -448,7 +470,7 @@ def cli(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     try:
         record = run(cfg, hc.runtime.choices["algo"], hc.runtime.choices["budget"])
-    except (UnknownTaskError, DatasetNotFoundError, DatasetFormatError) as e:
+    except (ConfigError, UnknownTaskError, DatasetNotFoundError, DatasetFormatError) as e:
         console.print(f"[bold red]error[/]: {e}")
         sys.exit(2)
     if record["status"] != "completed" and hc.mode == RunMode.RUN:

@@ -114,13 +114,11 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         """Run (or resume) the run; returns its record's status and failure reason."""
-        import torch
 
         from bench.run import run
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        cfg, algo, budget = run_config(compose(self.overrides))
+        threads = [f"threads={self.threads}"] if self.threads else []
+        cfg, algo, budget = run_config(compose([*self.overrides, *threads]))
         record = run(cfg, algo, budget)
         return {"status": record["status"], "failure_reason": record.get("failure_reason")}
 

@@ -142,7 +142,7 @@ def measure_ours(data: dict[str, np.ndarray], args) -> list[dict]:
         module = algorithms.load(name)
         torch.manual_seed(0)
         cfg = OmegaConf.structured(module.Config(batch_size=args.batch))
-        agent = build_agent(module, cfg, info, dataset, "cpu", steps=args.steps + args.warmup)
+        agent, _ = build_agent(module, cfg, info, dataset, "cpu", steps=args.steps + args.warmup)
         sampler = make_sampler(dataset, agent.data_spec, torch.device("cpu"), seed=0)
 
         rows.append(

@@ -122,13 +122,12 @@ def train(agent, dataset, steps: int) -> float:
     return steps / max(time.perf_counter() - t0, 1e-9)
 
 
-def with_sampler(agent, ddim_steps: int | None):
-    """A shallow copy of ``agent`` sampling with ``ddim_steps`` (None: all T DDPM steps)."""
-    other = copy.copy(agent)
-    other.cfg = dataclasses.replace(agent.cfg, ddim_steps=ddim_steps)
-    other.plans = copy.deepcopy(agent.plans)
-    if hasattr(agent, "history"):
-        other.history = copy.deepcopy(agent.history)
+def variant(module, agent, info, stats, **settings):
+    """A new ``module.Agent`` with ``agent``'s trained state and other acting ``settings`` (e.g.
+    ``ddim_steps``: None is all T DDPM steps), with its own per-environment state."""
+    cfg = dataclasses.replace(agent.cfg, **settings)
+    other = module.Agent(cfg, info, stats, torch.device("cpu"), 0)
+    other.load_state_dict(copy.deepcopy(agent.state_dict()))
     return other
 
 
@@ -167,10 +166,9 @@ def main() -> None:
     for name in args.algos.split(","):
         module = algorithms.load(name)
         torch.manual_seed(0)
-        agent = module.Agent(make_config(module, overrides), info, stats, torch.device("cpu"))
-        planner = with_sampler(agent, agent.cfg.ddim_steps)
-        planner.cfg = dataclasses.replace(planner.cfg, replan_every=1)
-        planner.plans.replan_every = 1
+        cfg = make_config(module, overrides)
+        agent = module.Agent(cfg, info, stats, torch.device("cpu"), args.train_steps)
+        planner = variant(module, agent, info, stats, replan_every=1)
         batched, single = time_planning(planner, obs, args.calls)
         speed.add_row(
             name, str(args.envs), f"{batched:.1f}", f"{single:.1f}", f"{batched / single:.1f}x"
@@ -184,7 +182,7 @@ def main() -> None:
         for ddim in [None, *ddim_counts] if args.episodes else []:
             torch.manual_seed(1)
             result = evaluate(
-                with_sampler(agent, ddim),
+                variant(module, agent, info, stats, ddim_steps=ddim),
                 spec,
                 args.episodes,
                 seed=10_000,

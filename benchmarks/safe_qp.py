@@ -134,12 +134,12 @@ def make_agent(case: Case, method: str, device: torch.device, **fields) -> safed
         method=method,
         **fields,
     )
-    return safediffuser.Agent(cfg, case.info, case.stats, device)
+    return safediffuser.Agent(cfg, case.info, case.stats, device, 0)
 
 
 def step_row(case: Case, method: str, device: torch.device, repeats: int) -> list[str]:
     agent = make_agent(case, method, device)
-    shape = (case.envs, case.plans, case.horizon, agent.transition_dim)
+    shape = (case.envs, case.plans, case.horizon, agent.planner.transition_dim)
     g = torch.Generator(device=device).manual_seed(0)
     x_t = torch.randn(shape, generator=g, device=device)
     x_prev = x_t + 0.3 * torch.randn(shape, generator=g, device=device)
@@ -193,7 +193,7 @@ def plan_rows(case: Case, device: torch.device, repeats: int) -> list[list[str]]
     agents, spent = {}, {}
     for method in PLAN_METHODS:
         torch.manual_seed(0)
-        agents[method] = make_agent(case, method, device, n_plans=plans, guided=False)
+        agents[method] = make_agent(case, method, device, n_candidates=plans, guided=False)
         spent[method] = []
         timed_hook(agents[method], spent[method], device)
     times = {method: [] for method in PLAN_METHODS}

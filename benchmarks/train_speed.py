@@ -57,7 +57,7 @@ def measure(name: str, task: str, args, dataset, spec) -> dict:
     algo_cfg = OmegaConf.structured(module.Config)
     info = task_info(spec, dataset)
     device = torch.device(args.device)
-    agent = build_agent(module, algo_cfg, info, dataset, device, steps=args.steps + args.warmup)
+    agent, _ = build_agent(module, algo_cfg, info, dataset, device, steps=args.steps + args.warmup)
     sampler = make_sampler(dataset, agent.data_spec, device, seed=0)
     steps_per_s = time_updates(agent, sampler, args.steps, args.warmup)
     rng = np.random.default_rng(0)

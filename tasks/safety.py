@@ -45,6 +45,13 @@ REACHER_UNSAFE_CENTER = (0.5, 0.5)
 REACHER_UNSAFE_RADIUS = 0.5
 
 
+def _tiny(like: Array) -> float:
+    """The smallest positive normal number of ``like``'s dtype."""
+    if isinstance(like, torch.Tensor):
+        return torch.finfo(like.dtype).tiny
+    return float(np.finfo(like.dtype).tiny)
+
+
 def _const(like: Array, values) -> Array:
     """``values`` as an array of ``like``'s kind, dtype and device."""
     if isinstance(like, torch.Tensor):
@@ -89,6 +96,15 @@ class SuperEllipse:
         grad = self.power * self._scaled(states) ** (self.power - 1) / _const(states, self.radii)
         return grad if self.keep_out else -grad
 
+    def boundary_point(self, states: Array) -> Array:
+        """Where truncation (SafeDiffuser's Shield) puts each state: the region's boundary point
+        on the ray from its centre through the state, over ``dims`` ``[..., len(dims)]`` (a state
+        at the centre stays there)."""
+        scaled = self._scaled(states)
+        level = (scaled**self.power).sum(-1)[..., None] ** (1.0 / self.power)
+        radii = _const(states, self.radii)
+        return _const(states, self.center) + radii * scaled / level.clip(min=_tiny(level))
+
 
 @dataclass(frozen=True)
 class Ceiling:
@@ -109,6 +125,10 @@ class Ceiling:
     def gradient(self, states: Array) -> Array:
         ones = states[..., self.dims] * 0.0 + 1.0
         return -ones if self.upper else ones
+
+    def boundary_point(self, states: Array) -> Array:
+        """Where truncation (SafeDiffuser's Shield) puts each state: on the limit, ``[..., 1]``."""
+        return states[..., self.dims] * 0.0 + self.limit
 
 
 Barrier = SuperEllipse | Ceiling

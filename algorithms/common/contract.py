@@ -1,7 +1,20 @@
-"""The contract between the harness and every algorithm.
+"""The contract between the harness and every algorithm, whole: what is not written here, the
+harness does not rely on.
 
-The harness builds an agent as ``module.Agent(cfg, info, stats, device)`` where ``module`` is
-``algorithms.<name>`` and ``cfg`` is an instance of ``module.Config``. It then calls
+**Module.** ``algorithms.<name>`` defines
+
+* ``Config``: a dataclass, the single source of the algorithm's hyperparameters, one comment per
+  field; a field left ``None`` means "the paper's value for this task", filled in from the
+  module's :class:`~algorithms.common.defaults.PaperDefaults` by
+  :func:`~algorithms.common.defaults.fill`; names follow :data:`VOCABULARY`;
+* ``resolve(cfg, info, stats) -> Config``: the Config with every paper default filled in and
+  every choice validated (a bad value raises ``ValueError`` naming ``algo.<field>`` and the valid
+  values). The harness calls it before any data-hungry work and records its result; the agent
+  calls it again itself. Nothing else rewrites a Config field;
+* ``Agent(cfg, info, stats, device, train_steps)``: ``train_steps`` is the run's training length
+  (learning-rate schedules read it; the Config does not carry it).
+
+**Agent.** The harness then calls
 
 * ``agent.update(batch) -> dict[str, Tensor]``: one training step of every trained component.
   The values are detached scalar tensors; the harness reads them (one host sync) only when it
@@ -11,27 +24,50 @@ The harness builds an agent as ``module.Agent(cfg, info, stats, device)`` where 
 * ``agent.reset(done=None)``: clear per-environment state (histories, open-loop plans) of the
   environments flagged in the boolean array ``done`` (all of them when ``None``).
 * ``agent.state_dict()`` / ``agent.load_state_dict(sd)``: everything needed to resume training
-  (networks, EMA copies, optimizers, step counters).
+  (networks, EMA copies, optimizers, schedules, step counters), declared once as
+  :attr:`Checkpointable.state_attrs`.
+* ``agent.data_spec``: a :class:`DataSpec`, the data it trains on; the harness builds the
+  matching sampler.
 
-Safe agents may also define ``observe_cost(costs)``, called by the evaluator after every env step
-with that step's per-environment costs ``[n_envs]`` (TREBI spends its budget with them), and
-``planned_barrier_min() -> float | None``, the smallest barrier value over every state the agent
-planned since its last full ``reset()``, not counting observed states it inpainted (the
-evaluator records it beside the executed states').
+**Capabilities** beyond the core are Protocols, checked with ``isinstance`` (never ``getattr``):
+:class:`CostObserver` (spends a cost budget) and :class:`BarrierReporter` (reports its planned
+states' barrier values). The online, multi-agent and dataset-transform
+extensions join the same way.
 
-The agent declares the data it trains on with ``data_spec`` (a :class:`DataSpec`); the harness
-builds the matching sampler. Algorithms import nothing from ``bench``.
+**Imports.** Algorithms import only from ``algorithms.common`` (never another algorithm, never
+``tasks`` or ``bench``); task objects such as barrier functions reach them through
+:class:`TaskInfo` and are used through their methods.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+# One name per concept across every Config (a field named otherwise is a bug).
+VOCABULARY: dict[str, str] = {
+    "n_diffusion_steps": "diffusion steps T of the noise schedule",
+    "beta_schedule": "noise schedule: vp, cosine or linear",
+    "ddim_steps": "sampler steps at acting time (None: all T DDPM steps)",
+    "ema_decay": "decay of the EMA copy of the denoiser (or actor)",
+    "ema_start": "training steps before the EMA starts averaging (it tracks the weights until then)",
+    "ema_every": "training steps between EMA updates",
+    "n_candidates": "samples (actions or plans) drawn per decision and ranked",
+    "lr": "learning rate of the main model (``actor_lr``/``critic_lr`` where they differ)",
+    "batch_size": "transitions or segments per update",
+    "discount": "discount of values and returns",
+    "tau": "Polyak rate of target networks",
+    "expectile": "IQL expectile of V",
+    "hidden": "hidden width of MLPs (``actor_hidden``/``critic_hidden`` where they differ)",
+    "depth": "hidden layers of MLPs",
+    "horizon": "planned (or sampled) segment length",
+    "reward_norm": "reward transform before the critic: returns, minus_one, cql_antmaze or none",
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +136,7 @@ class DataSpec:
     cost_discount: float | None = None
 
 
+@runtime_checkable
 class Agent(Protocol):
     """Structural type every ``algorithms.<name>.Agent`` satisfies."""
 
@@ -114,3 +151,58 @@ class Agent(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class CostObserver(Protocol):
+    """An agent that spends a cost budget: the evaluator calls ``observe_cost(costs)`` after every
+    env step with that step's per-environment costs ``[n_envs]``."""
+
+    def observe_cost(self, costs: np.ndarray) -> None: ...
+
+
+@runtime_checkable
+class BarrierReporter(Protocol):
+    """A planner that reports ``planned_barrier_min()``: the smallest barrier value over every
+    state it planned since its last full ``reset()``, not counting observed states it inpainted
+    (``None`` when it planned nothing or the task has no barriers)."""
+
+    def planned_barrier_min(self) -> float | None: ...
+
+
+class Checkpointable:
+    """``state_dict`` / ``load_state_dict`` from a declared list of attributes.
+
+    An agent lists in ``state_attrs`` every attribute that training changes: modules, optimizers,
+    LR schedules, EMA copies (anything with ``state_dict``/``load_state_dict``) and plain values
+    (step counters, tensors), and inherits the two methods; nothing is hand-written per agent.
+    """
+
+    state_attrs: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every declared attribute's state (plain values as they are)."""
+        return {name: _state_of(getattr(self, name)) for name in self.state_attrs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore every declared attribute from ``state``; a missing or extra key is an error."""
+        if set(state) != set(self.state_attrs):
+            raise KeyError(
+                f"state keys {sorted(state)} do not match declared {sorted(self.state_attrs)}"
+            )
+        for name in self.state_attrs:
+            current = getattr(self, name)
+            if hasattr(current, "load_state_dict"):
+                current.load_state_dict(state[name])
+            elif isinstance(current, torch.Tensor):
+                current.copy_(state[name])
+            else:
+                setattr(self, name, state[name])
+
+
+def _state_of(value: Any) -> Any:
+    if hasattr(value, "state_dict"):
+        return value.state_dict()
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return value

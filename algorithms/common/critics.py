@@ -1,4 +1,5 @@
-"""Critics shared by value-based algorithms: twin Q, state value, and the whole IQL critic.
+"""Critics shared by value-based algorithms: twin Q, state value, their losses, and the whole
+IQL critic.
 
 :class:`IQLCritic` is Implicit Q-Learning's critic (Kostrikov et al. 2022) on its own, so that
 IQL and the diffusion methods that rank or weight actions with it (IDQL) train the same thing:
@@ -13,7 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from algorithms.common.nets import mlp, soft_update
+from algorithms.common.nets import gradient_step, mlp, soft_update
 
 
 class TwinQ(nn.Module):
@@ -26,10 +27,12 @@ class TwinQ(nn.Module):
         hidden: int = 256,
         depth: int = 2,
         layer_norm: bool = False,
+        activation: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, 1, hidden, depth, layer_norm=layer_norm)
-        self.q2 = mlp(obs_dim + act_dim, 1, hidden, depth, layer_norm=layer_norm)
+        in_dim = obs_dim + act_dim
+        self.q1 = mlp(in_dim, 1, hidden, depth, activation=activation, layer_norm=layer_norm)
+        self.q2 = mlp(in_dim, 1, hidden, depth, activation=activation, layer_norm=layer_norm)
 
     def forward(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([obs, act], dim=-1)
@@ -41,6 +44,11 @@ class TwinQ(nn.Module):
     def first(self, obs: Tensor, act: Tensor) -> Tensor:
         """Q1 alone [B], e.g. for TD3's actor objective (half the cost of both)."""
         return self.q1(torch.cat([obs, act], dim=-1)).squeeze(-1)
+
+
+def twin_q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
+    """Sum of both heads' mean squared TD errors to the (detached) ``target``."""
+    return (q1 - target).square().mean() + (q2 - target).square().mean()
 
 
 class ValueNet(nn.Module):
@@ -67,10 +75,12 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
 class IQLCritic(nn.Module):
     """IQL's critic: twin Q, its Polyak target, and V trained by expectile regression.
 
-    One :meth:`update` is one step of V and of Q. As in CORL's ``iql.py``, V(s') for the TD target
-    and the advantage are read before V's step; the V and Q losses share no parameters, so one
-    backward pass and one Adam over both parameter sets is the same as two separate steps.
-    The optimizer state is part of :meth:`state_dict` (as extra state), so a reload resumes exactly.
+    One :meth:`update` is one step of V (:func:`expectile_loss` of the advantage) and of Q
+    (:func:`twin_q_loss` to ``r + discount * V(s')``). As in CORL's ``iql.py``, V(s') for the TD
+    target and the advantage are read before V's step; the V and Q losses share no parameters, so
+    one backward pass and one Adam over both parameter sets is the same as two separate steps.
+    The critic trains itself, so its optimizer state is part of its :meth:`state_dict` (as extra
+    state): an agent that declares the critic resumes it exactly.
     """
 
     def __init__(
@@ -114,10 +124,8 @@ class IQLCritic(nn.Module):
         adv = target_q - v
         v_loss = expectile_loss(adv, self.expectile)
         q1, q2 = self.q_net(obs, act)
-        q_loss = (q1 - td_target).square().mean() + (q2 - td_target).square().mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        (v_loss + q_loss).backward()
-        self.optimizer.step()
+        q_loss = twin_q_loss(q1, q2, td_target)
+        gradient_step(self.optimizer, v_loss + q_loss)
         soft_update(self.q_target, self.q_net, self.tau)
         info = {
             "v_loss": v_loss.detach(),
@@ -134,13 +142,16 @@ class IQLCritic(nn.Module):
 
     @torch.no_grad()
     def v(self, obs: Tensor) -> Tensor:
+        """State value V(s) [B]."""
         return self.v_net(obs)
 
     @torch.no_grad()
     def advantage(self, obs: Tensor, act: Tensor) -> Tensor:
+        """``Q_target(s, a) - V(s)`` [B]."""
         return self.q(obs, act) - self.v(obs)
 
     def get_extra_state(self) -> dict:
+        """The optimizer's state, saved with the networks (see the class docstring)."""
         return {"optimizer": self.optimizer.state_dict()}
 
     def set_extra_state(self, state: dict) -> None:

@@ -6,11 +6,11 @@
 * :class:`Constraints`: fixed entries of a trajectory batch, used as the sampler's inpainting
   hook at planning time and by :func:`with_inpainting` at training time (Diffuser's
   ``apply_conditioning`` on the noisy input, so a constrained entry is never "denoised");
-* :class:`SegmentValue`: Diffuser's value of a noisy segment (discounted return-to-go from its
-  first step), its training loss, the gradient guide and the final ranking of candidate plans;
 * :class:`InverseDynamics`: Decision Diffuser's ``a_t = f(s_t, s_{t+1})`` MLP (also HDMI's);
 * :class:`OpenLoopPlans` / :class:`StateHistory`: per-environment plans with their age, and
   per-environment histories, cleared by ``reset(done)``;
+* :func:`act_by_inverse_dynamics`: the acting step of Decision Diffuser and HDMI (plan for the
+  due environments, then inverse dynamics towards each plan's next state);
 * :func:`follow_plan`: the PD-style controller of Diffuser's ``plan_maze2d.py``;
 * :class:`BarrierMonitor`: the smallest barrier value over every planned state (safe tasks).
 
@@ -30,14 +30,10 @@ from torch import Tensor, nn
 from algorithms.common.contract import DatasetStats, TaskInfo
 from algorithms.common.diffusion import (
     ClassifierFreeGuidance,
-    ClassifierGuidance,
     Denoiser,
-    GaussianDiffusion,
     inpainting,
-    value_gradient,
 )
-from algorithms.common.nets import EMA, mlp
-from algorithms.common.unet import TemporalValue
+from algorithms.common.nets import mlp
 
 # D4RL maze2d's fixed targets (``d4rl/pointmaze/maze_model.py``, the 'G' cell of each layout, in
 # D4RL's frame; the same cells as ``tasks.envs.MAZE2D_TARGET_CELLS``). Diffuser reads them from
@@ -148,16 +144,6 @@ class Normalizer:
         return (s - self.s_mean[dims]) / self.s_std[dims]
 
 
-def planner_family(info: TaskInfo) -> str:
-    """The planners' task family: ``maze-<size>`` for point mazes (by task id), else ``locomotion``."""
-    if info.kind == "maze":
-        for size in ("umaze", "medium", "large"):
-            if size in info.data_id:
-                return f"maze-{size}"
-        return "maze-medium"
-    return "locomotion"
-
-
 def clip_range(bound: float | None) -> tuple[float, float] | None:
     """``(-bound, bound)`` for the sampler's ``clip_denoised`` (None: no clamp)."""
     return None if bound is None else (-bound, bound)
@@ -227,68 +213,6 @@ def guided(conds: Sequence[dict[str, Tensor]], scale: float) -> tuple[dict, Clas
 
 
 # ---------------------------------------------------------------------------------- value
-
-
-class SegmentValue:
-    """Diffuser's value ``V(x_t, t)`` of a noisy segment: its discounted return-to-go.
-
-    Trained on ``x_t ~ q(x_t | x_0)`` at a uniform step with the constrained entries clean (as
-    ``ValueDiffusion``), on raw (unnormalized) targets as the official ``normed=False`` so the
-    guide scale keeps its meaning; an EMA copy (Diffuser's trainer) guides and ranks.
-    """
-
-    def __init__(
-        self,
-        net: TemporalValue,
-        lr: float,
-        ema_decay: float,
-        ema_start: int,
-        ema_every: int,
-    ):
-        self.net = net
-        self.ema = EMA(net, decay=ema_decay, start=ema_start, every=ema_every)
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-
-    def update(
-        self,
-        diffusion: GaussianDiffusion,
-        x0: Tensor,
-        target: Tensor,
-        hook: Callable[[Tensor], Tensor] | None = None,
-    ) -> Tensor:
-        """One Adam step on the squared error at a random diffusion step; returns the loss."""
-        t = torch.randint(0, diffusion.T, x0.shape[:-2], device=x0.device)
-        x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
-        if hook is not None:
-            x_t = hook(x_t)
-        loss = (self.net(x_t, t) - target).pow(2).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.ema.update(self.net)
-        return loss.detach()
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        """EMA value of segments ``[*batch, H, D]`` at steps ``t [*batch]``."""
-        return self.ema.model(x, t)
-
-    def guide(self, scale: float, n_steps: int, t_stopgrad: int) -> ClassifierGuidance:
-        """Gradient guidance on the EMA value (Diffuser's ``n_step_guided_p_sample``)."""
-        return ClassifierGuidance(
-            value_gradient(self), scale=scale, n_steps=n_steps, t_stopgrad=t_stopgrad
-        )
-
-    def state_dict(self) -> dict:
-        return {
-            "net": self.net.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def best_of(plans: Tensor, scores: Tensor) -> Tensor:
@@ -408,6 +332,52 @@ class StateHistory:
             self.states[idx] = state[idx].unsqueeze(1).expand(-1, self.length, -1)
             self.fresh[:] = False
         return self.states
+
+
+# ---------------------------------------------------------------------------------- acting
+
+
+@torch.no_grad()
+def act_by_inverse_dynamics(
+    obs: np.ndarray,
+    plan: Callable[[Tensor, Tensor | None, Tensor], Tensor],
+    *,
+    layout: StateLayout,
+    norm: Normalizer,
+    plans: OpenLoopPlans,
+    inverse: InverseDynamics,
+    info: TaskInfo,
+    target_return: float,
+    history: StateHistory | None = None,
+) -> np.ndarray:
+    """Decision Diffuser's acting step (also HDMI's): plan for every due environment in one
+    batch, then ``a_t = f(s_t, s_next)`` towards the state the plan puts after the current one.
+
+    ``plan(start, goal, target)`` returns normalized state plans ``[n, H, S]`` for the due
+    environments: ``start`` is their history ``[n, k, S]`` (newest last, pushed here every step)
+    or, without ``history``, their current state ``[n, S]`` (``k = 1``); ``goal`` the normalized
+    maze goal position ``[n, 2]`` (``None`` off mazes); ``target`` the normalized target return
+    ``[n, 1]``. A plan holds the ``k`` starting states first, so after ``age`` steps of following
+    it the next state is at ``k + age`` (the last one past its end). Returns actions
+    ``[n_envs, act_dim]`` clamped to the action bounds.
+    """
+    device = norm.s_mean.device
+    obs_t = to_tensor(obs, device)
+    state = norm.states(layout.states(obs_t))
+    start, k = (state, 1) if history is None else (history.push(state), history.length)
+    due = plans.due(len(obs_t))
+    if due.any():
+        rows = torch.as_tensor(due, device=device)
+        goal = None
+        if layout.is_maze:
+            goal = norm.state_dims(layout.goal(obs_t[rows]), MAZE_POSITION)
+        target = torch.full((int(due.sum()), 1), target_return, device=device)
+        plans.store(due, plan(start[rows], goal, target))
+    nxt = (plans.age + k).clamp(max=plans.plans.shape[1] - 1)
+    next_state = plans.plans[torch.arange(len(plans.plans), device=device), nxt]
+    action = norm.unactions(inverse(state, next_state))
+    plans.advance()
+    return action.clamp(info.action_low, info.action_high).cpu().numpy()
 
 
 class BarrierMonitor:

@@ -1,8 +1,7 @@
-"""Tests for behaviour cloning: it imitates, it averages modes, and it honours the contract."""
+"""Tests for behaviour cloning: it imitates, it averages modes, it is deterministic per seed (the
+contract's shared checks are in ``test_contract.py``)."""
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ def train(agent: bc.Agent, data: dict[str, np.ndarray], steps: int) -> list[dict
 
 def make_agent(info: TaskInfo, data: dict[str, np.ndarray], seed: int = 0, **cfg) -> bc.Agent:
     torch.manual_seed(seed)
-    return bc.Agent(bc.Config(hidden=64, **cfg), info, stats_of(data), "cpu")
+    return bc.Agent(bc.Config(hidden=64, **cfg), info, stats_of(data), "cpu", train_steps=1000)
 
 
 def linear_dataset(n: int = 4000) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -55,39 +54,6 @@ def test_bc_averages_the_bandit_modes_and_earns_nothing():
     action = agent.act(np.zeros((1, toy.OBS_DIM), dtype=np.float32))[0]
     assert np.abs(action).max() < 0.1  # the mean of two symmetric modes
     assert toy.bandit_reward(action) < 0.01
-
-
-def test_act_is_batched_and_inside_asymmetric_bounds():
-    data, _ = linear_dataset(500)
-    info = TaskInfo("linear", "toy", 3, 2, action_low=-0.1, action_high=0.3)
-    agent = make_agent(info, data)
-    train(agent, data, 20)
-    obs = np.random.default_rng(1).normal(0, 100, (7, 3)).astype(np.float32)
-    actions = agent.act(obs)
-    assert actions.shape == (7, 2) and actions.dtype == np.float32
-    assert actions.min() >= -0.1 and actions.max() <= 0.3
-    agent.reset()
-    agent.reset(np.array([True] * 7))
-
-
-def test_update_returns_detached_scalars():
-    data, _ = linear_dataset(500)
-    out = train(make_agent(TaskInfo("linear", "toy", 3, 2), data), data, 1)[0]
-    assert all(v.ndim == 0 and not v.requires_grad for v in out.values())
-
-
-def test_state_dict_round_trip_gives_the_same_actions_and_next_update():
-    data, _ = linear_dataset(500)
-    info = TaskInfo("linear", "toy", 3, 2)
-    a = make_agent(info, data, seed=0)
-    train(a, data, 5)
-    b = make_agent(info, data, seed=1)
-    b.load_state_dict(copy.deepcopy(a.state_dict()))
-    obs = data["observations"][:9]
-    np.testing.assert_array_equal(a.act(obs), b.act(obs))
-    batch = next(batches(data, 64, seed=3))
-    assert torch.equal(a.update(batch)["actor_loss"], b.update(batch)["actor_loss"])
-    np.testing.assert_array_equal(a.act(obs), b.act(obs))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

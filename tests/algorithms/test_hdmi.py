@@ -1,6 +1,5 @@
-"""HDMI: subgoal extraction, the two-level plan's inpainting, batched acting, checkpoints."""
-
-import copy
+"""HDMI: subgoal extraction, family defaults, the two-level plan's inpainting, batched acting
+(the generic checks: test_contract.py)."""
 
 import numpy as np
 import pytest
@@ -52,12 +51,20 @@ def test_padding_collapses_and_the_last_subgoal_repeats():
 
 def test_family_defaults():
     stats = unit_stats(6, 2)
-    umaze = hdmi.resolve_config(hdmi.Config(), POINTMAZE, stats)
+    umaze = hdmi.resolve(hdmi.Config(), POINTMAZE, stats)
     assert (umaze.subgoal_interval, umaze.shortcut_radius, umaze.replan_every) == (16, 0.2, 16)
     hopper = TaskInfo("hopper-medium-v2", "locomotion", 11, 3)
-    loco = hdmi.resolve_config(hdmi.Config(), hopper, stats)
+    loco = hdmi.resolve(hdmi.Config(), hopper, stats)
     assert (loco.subgoal_interval, loco.shortcut_radius, loco.replan_every) == (4, 0.0, 1)
-    agent = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, stats, "cpu")
+    toy = hdmi.resolve(hdmi.Config(), TaskInfo("toy-bandit", "toy", 1, 1), stats)
+    assert (toy.subgoal_interval, toy.shortcut_radius, toy.replan_every) == (4, 0.0, 1)
+    large = TaskInfo("pointmaze-large", "maze", 6, 2, goal_dims=(4, 5))
+    assert hdmi.resolve(hdmi.Config(), large, stats).subgoal_interval == 48
+    own = hdmi.resolve(hdmi.Config(subgoal_interval=8), POINTMAZE, stats)
+    assert own.replan_every == 8  # a plan each time a subgoal is due
+    with pytest.raises(ValueError, match=r"algo\.subgoal_interval"):
+        hdmi.resolve(hdmi.Config(subgoal_interval=0), POINTMAZE, stats)
+    agent = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, stats, "cpu", 1)
     assert agent.data_spec.horizon == 3 * 4 + 1 and agent.data_spec.kind == "segments"
 
 
@@ -69,6 +76,7 @@ def test_subgoals_start_goal_and_segment_ends_hold_exactly(ddim_steps):
         POINTMAZE,
         unit_stats(6, 2),
         "cpu",
+        1,
     )
     start, goal = torch.randn(4, 4), torch.randn(4, 2)
     subgoals = agent.propose_subgoals(start, goal, torch.full((4, 1), 0.9))
@@ -82,7 +90,7 @@ def test_subgoals_start_goal_and_segment_ends_hold_exactly(ddim_steps):
 
 def test_acting_plans_both_levels_for_all_envs_in_one_pass_each(monkeypatch):
     torch.manual_seed(0)
-    agent = hdmi.Agent(hdmi.Config(**TINY, replan_every=6), POINTMAZE, unit_stats(6, 2), "cpu")
+    agent = hdmi.Agent(hdmi.Config(**TINY, replan_every=6), POINTMAZE, unit_stats(6, 2), "cpu", 1)
     assert agent.segments_needed() == 2
     shapes = []
     sample = agent.diffusion.sample
@@ -98,20 +106,9 @@ def test_acting_plans_both_levels_for_all_envs_in_one_pass_each(monkeypatch):
     assert shapes == [(5, 4, 4), (5, 2, 5, 4)] * 2
 
 
-def test_update_returns_detached_scalars_and_state_round_trips():
+def test_update_reports_the_goal_trajectory_and_inverse_dynamics_losses():
+    """(Detached scalars and the state round trip: tests/algorithms/test_contract.py.)"""
     torch.manual_seed(0)
-    source = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
-    out = source.update(random_batch(POINTMAZE, 13))
+    agent = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu", 1)
+    out = agent.update(random_batch(POINTMAZE, 13))
     assert set(out) == {"goal_loss", "trajectory_loss", "inverse_loss"}
-    assert all(v.dim() == 0 and not v.requires_grad for v in out.values())
-    restored = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu")
-    restored.load_state_dict(copy.deepcopy(source.state_dict()))
-    results = []
-    for agent in (source, restored):
-        torch.manual_seed(3)
-        loss = agent.update(random_batch(POINTMAZE, 13))["goal_loss"].item()
-        agent.reset()
-        torch.manual_seed(3)
-        results.append((loss, agent.act(np.zeros((2, 6), np.float32))))
-    assert results[0][0] == results[1][0]
-    np.testing.assert_array_equal(results[0][1], results[1][1])

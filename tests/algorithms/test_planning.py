@@ -1,19 +1,19 @@
-"""Shared planner pieces: layouts, inpainting constraints, env memories, controller, value."""
+"""Shared planner pieces: layouts, inpainting constraints, env memories, controller, value,
+inverse-dynamics acting."""
 
 import numpy as np
 import pytest
 import torch
 
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.diffusion import GaussianDiffusion
 from algorithms.common.planning import (
     Constraints,
     InverseDynamics,
     Normalizer,
     OpenLoopPlans,
-    SegmentValue,
     StateHistory,
     StateLayout,
+    act_by_inverse_dynamics,
     best_of,
     condition,
     follow_plan,
@@ -21,8 +21,6 @@ from algorithms.common.planning import (
     returns_scale,
     with_inpainting,
 )
-from algorithms.common.schedules import make_betas
-from algorithms.common.unet import TemporalValue
 
 
 def stats(obs_dim: int, act_dim: int, **kw) -> DatasetStats:
@@ -156,19 +154,42 @@ def test_inverse_dynamics_loss_ignores_padded_pairs():
     assert inv.loss(states, actions, mask) == inv.loss(states, corrupted, mask)
 
 
-def test_segment_value_learns_returns_of_noisy_segments_and_guides_uphill():
-    """The value of a segment is the sum of its first channel; guidance raises it."""
-    torch.manual_seed(0)
-    diffusion = GaussianDiffusion(make_betas("cosine", 10), predict_epsilon=False, event_dims=2)
-    value = SegmentValue(TemporalValue(8, 2, dim=8, dim_mults=(1, 2)), 3e-3, 0.9, 0, 1)
-    for _ in range(300):
-        x0 = torch.randn(64, 8, 2)
-        value.update(diffusion, x0, x0[..., 0].sum(-1))
-    x = torch.randn(256, 8, 2)
-    t = torch.zeros(256, dtype=torch.long)
-    pred, truth = value(x, t), x[..., 0].sum(-1)
-    assert torch.corrcoef(torch.stack([pred, truth]))[0, 1] > 0.8
-    guide = value.guide(scale=1.0, n_steps=1, t_stopgrad=0)
-    moved = x + guide.grad_fn(x, t)
-    assert value(moved, t).mean() > value(x, t).mean() + 1.0
-    assert moved[..., 0].sum(-1).mean() > x[..., 0].sum(-1).mean() + 1.0
+def test_inverse_dynamics_step_plans_due_envs_and_heads_for_the_next_planned_state():
+    """Plans rise by 1 a step from the newest start state; the inverse dynamics returns the
+    step ``s_next - s``, so each action shows which planned state it heads for."""
+    info = TaskInfo("toy-line", "toy", 1, 1, action_low=-10.0, action_high=10.0)
+    layout = StateLayout.from_info(info)
+    unit = {"obs_mean": np.zeros(1, np.float32), "obs_std": np.ones(1, np.float32)}
+    norm = Normalizer(stats(1, 1, **unit), layout, torch.device("cpu"))
+    calls = []
+
+    def plan(start, goal, target):
+        calls.append((start.clone(), target.clone()))
+        newest = start[:, -1:] if start.dim() == 3 else start[:, None]
+        return newest + torch.arange(-(k - 1.0), 4 - (k - 1.0))[None, :, None]
+
+    def act(obs, plans, history=None):
+        return act_by_inverse_dynamics(
+            np.array(obs, np.float32)[:, None],
+            plan,
+            layout=layout,
+            norm=norm,
+            plans=plans,
+            inverse=lambda s, s_next: s_next - s,
+            info=info,
+            target_return=0.5,
+            history=history,
+        )[:, 0].tolist()
+
+    k, plans, history = 2, OpenLoopPlans(replan_every=0), StateHistory(2)
+    assert act([0.0, 10.0], plans, history) == [1.0, 1.0]  # plans [-1, 0, 1, 2] + s, next at k
+    assert act([5.0, 10.0], plans, history) == [-3.0, 2.0]  # followed open-loop: plan[3] - s
+    assert act([5.0, 10.0], plans, history) == [-3.0, 2.0]  # past the end: the last state
+    assert len(calls) == 1 and calls[0][0][:, :, 0].tolist() == [[0, 0], [10, 10]]
+    assert calls[0][1].tolist() == [[0.5], [0.5]]
+    plans.reset(np.array([False, True]))
+    history.reset(np.array([False, True]))
+    assert act([5.0, 3.0], plans, history) == [-3.0, 1.0]  # only the reset env plans afresh
+    assert calls[1][0][:, :, 0].tolist() == [[3, 3]]
+    k, plans = 1, OpenLoopPlans(replan_every=1)  # no history: start is the state, next at 1
+    assert act([0.0, 7.0], plans) == [1.0, 1.0] and calls[-1][0].shape == (2, 1)

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from agent_data import unit_stats
 
 from algorithms import safediffuser
 from algorithms.common.contract import DatasetStats, TaskInfo
@@ -50,10 +51,17 @@ def data_stats(info: TaskInfo, batch: dict[str, torch.Tensor]) -> DatasetStats:
     )
 
 
-def with_method(agent: safediffuser.Agent, method: str, **fields) -> safediffuser.Agent:
-    out = copy.copy(agent)
-    out.cfg = dataclasses.replace(agent.cfg, method=method, **fields)
+def with_method(agent: safediffuser.Agent, method: str) -> safediffuser.Agent:
+    """An agent with ``agent``'s trained state filtering with ``method``."""
+    cfg = dataclasses.replace(agent.cfg, method=method)
+    out = safediffuser.Agent(cfg, CROSSING, crossing_stats(), "cpu", 1)
+    out.load_state_dict(copy.deepcopy(agent.state_dict()))
     return out
+
+
+def crossing_stats() -> DatasetStats:
+    """Statistics of the crossings the agent trains on."""
+    return data_stats(CROSSING, crossings(4096, torch.Generator().manual_seed(1)))
 
 
 def disc_values(agent: safediffuser.Agent, plans: torch.Tensor) -> torch.Tensor:
@@ -74,8 +82,7 @@ def crossing_agent() -> safediffuser.Agent:
         method="none",
     )
     torch.manual_seed(0)
-    stats = data_stats(CROSSING, crossings(4096, torch.Generator().manual_seed(1)))
-    agent = safediffuser.Agent(cfg, CROSSING, stats, "cpu")
+    agent = safediffuser.Agent(cfg, CROSSING, crossing_stats(), "cpu", 250)
     g = torch.Generator().manual_seed(0)
     for _ in range(250):
         agent.update(crossings(32, g))
@@ -142,7 +149,7 @@ def test_planned_barrier_min_reports_the_executed_plans_after_their_start(crossi
         torch.manual_seed(2)
         agent.act(obs)
         reported = agent.planned_barrier_min()
-        actual = disc_values(agent, agent.plans.plans)[:, 1:].amin().item()
+        actual = disc_values(agent, agent.planner.plans.plans)[:, 1:].amin().item()
         assert reported == pytest.approx(actual, abs=1e-6)
         assert (reported >= agent.cfg.robust_margin - TOL) == safe
 
@@ -156,7 +163,8 @@ def one_step(agent: safediffuser.Agent, x_t: list, x_prev: list, t: int) -> tupl
 
     def normalized(v: list) -> torch.Tensor:
         v = torch.tensor(v)
-        return torch.cat([agent.norm.actions(v[:2]), agent.norm.states(v[2:])])[None, None]
+        norm = agent.planner.norm
+        return torch.cat([norm.actions(v[:2]), norm.states(v[2:])])[None, None]
 
     out = agent.projection()(normalized(x_prev), normalized(x_t), t)
     return out, normalized(x_prev), normalized(x_t)
@@ -203,7 +211,7 @@ def test_gradient_push_adds_step_over_gradient_near_the_obstacle(crossing_agent)
     out, x_prev, _ = one_step(agent, state, state, 5)
     cols = agent.barriers.columns
     obs = agent.barriers.observations(x_prev)
-    grad_z = DISC.gradient(obs) * agent.norm.s_std[:2]
+    grad_z = DISC.gradient(obs) * agent.planner.norm.s_std[:2]
     assert DISC.value(obs).item() < agent.cfg.push_threshold
     expected = x_prev[..., cols] + agent.cfg.push_step / grad_z
     torch.testing.assert_close(out[..., cols], expected)
@@ -214,9 +222,35 @@ def test_requires_barriers_and_a_known_method():
     cfg = safediffuser.Config(horizon=8, n_diffusion_steps=2, dim=8, dim_mults=(1, 2))
     plain = dataclasses.replace(CROSSING, barriers=())
     with pytest.raises(ValueError, match="barriers"):
-        safediffuser.Agent(cfg, plain, stats, "cpu")
-    with pytest.raises(ValueError, match="unknown method"):
-        safediffuser.Agent(dataclasses.replace(cfg, method="shield"), CROSSING, stats, "cpu")
+        safediffuser.Agent(cfg, plain, stats, "cpu", 1)
+    with pytest.raises(ValueError, match=r"algo\.method='shield'.*valid: robust"):
+        safediffuser.Agent(dataclasses.replace(cfg, method="shield"), CROSSING, stats, "cpu", 1)
+    # truncation needs barriers that name their boundary points
+    opaque = dataclasses.replace(CROSSING, barriers=(OpaqueDisc(),))
+    safediffuser.resolve(cfg, opaque, stats)
+    with pytest.raises(ValueError, match="boundary_point"):
+        safediffuser.resolve(dataclasses.replace(cfg, method="truncate"), opaque, stats)
+
+
+class OpaqueDisc:
+    """:data:`DISC` through ``dims``, ``value`` and ``gradient`` only."""
+
+    dims = DISC.dims
+
+    def value(self, states):
+        return DISC.value(states)
+
+    def gradient(self, states):
+        return DISC.gradient(states)
+
+
+def test_paper_values_extend_diffusers():
+    cfg = safediffuser.resolve(safediffuser.Config(), CROSSING, unit_stats(6, 2))
+    assert (cfg.k, cfg.robust_margin, cfg.relax_weight, cfg.relax_until) == (1.0, 0.01, 100.0, 10)
+    assert (cfg.t_bias, cfg.push_step, cfg.push_threshold) == (5.0, 2e-4, 0.1)
+    # Diffuser's maze values underneath (a maze of no named size: the medium base)
+    resolved = (cfg.horizon, cfg.n_diffusion_steps, cfg.controller, cfg.guided)
+    assert resolved == (256, 256, "pd", False)
 
 
 # ---------------------------------------------------------------------------------- ceiling
@@ -240,14 +274,15 @@ def test_ceiling_holds_on_every_candidate_of_a_guided_planner(method):
         1,
     )
     cfg = safediffuser.Config(
-        horizon=8, n_diffusion_steps=6, dim=8, dim_mults=(1, 2), n_plans=4, method=method
+        horizon=8, n_diffusion_steps=6, dim=8, dim_mults=(1, 2), n_candidates=4, method=method
     )
     torch.manual_seed(0)
-    agent = safediffuser.Agent(cfg, info, stats, "cpu")
-    assert agent.guidance() is not None
+    agent = safediffuser.Agent(cfg, info, stats, "cpu", 1)
+    assert agent.planner.guidance(agent.value_ema.model, None) is not None
     obs = torch.tensor([[1.3, 0.0, 0.0], [1.55, 1.0, -1.0]])
     plans = agent.plan(obs)
-    heights = agent.norm.unstates(plans[..., 2:])[..., 0]
+    heights = agent.planner.norm.unstates(plans[..., 2:])[..., 0]
+    cfg = agent.cfg
     margin = {"robust": cfg.robust_margin, "time-varying": time_varying_margin(cfg)}.get(method, 0)
     assert (1.6 - heights[:, 1:]).amin() >= margin - TOL
     torch.testing.assert_close(heights[:, 0], obs[:, 0])

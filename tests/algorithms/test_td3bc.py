@@ -1,9 +1,7 @@
-"""Tests for TD3+BC: the actor objective, the delayed updates, the bandit, the contract (shapes,
-bounds, resume, determinism)."""
+"""Tests for TD3+BC: the actor objective, the delayed updates, the bandit, determinism (the
+contract's shared checks are in ``test_contract.py``)."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
@@ -25,7 +23,9 @@ def train(agent: td3bc.Agent, data: dict[str, np.ndarray], steps: int) -> list[d
 
 def make_agent(info: TaskInfo, data: dict[str, np.ndarray], seed: int = 0, **cfg) -> td3bc.Agent:
     torch.manual_seed(seed)
-    return td3bc.Agent(td3bc.Config(hidden=64, **cfg), info, stats_of(data), "cpu")
+    return td3bc.Agent(
+        td3bc.Config(hidden=64, **cfg), info, stats_of(data), "cpu", train_steps=1000
+    )
 
 
 def random_dataset(n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
@@ -95,46 +95,9 @@ def test_td3bc_on_the_bandit_climbs_to_the_high_mode():
     assert toy.bandit_reward(action) > 0.5  # above the low mode's peak; BC's mean earns 0.0002
 
 
-def test_act_is_batched_and_inside_asymmetric_bounds():
-    data = random_dataset()
-    info = TaskInfo("linear", "toy", 3, 2, action_low=-0.1, action_high=0.3)
-    agent = make_agent(info, data, batch_size=32)
-    train(agent, data, 20)
-    obs = np.random.default_rng(1).normal(0, 100, (7, 3)).astype(np.float32)
-    actions = agent.act(obs)
-    assert actions.shape == (7, 2) and actions.dtype == np.float32
-    assert actions.min() >= -0.1 and actions.max() <= 0.3
-    agent.reset()
-
-
-def test_update_returns_detached_scalars():
-    data = random_dataset()
-    for out in train(make_agent(LINEAR_INFO, data, batch_size=32), data, 2):
-        assert {"critic_loss", "actor_loss"} <= set(out)
-        assert all(v.ndim == 0 and not v.requires_grad for v in out.values())
-
-
-def test_state_dict_round_trip_gives_the_same_actions_and_next_updates():
-    data = random_dataset()
-    a = make_agent(LINEAR_INFO, data, seed=0, batch_size=32)
-    train(a, data, 5)
-    b = make_agent(LINEAR_INFO, data, seed=1, batch_size=32)
-    buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)  # through a file, as the harness checkpoints
-    buffer.seek(0)
-    b.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=False))
-    obs = data["observations"][:9]
-    np.testing.assert_array_equal(a.act(obs), b.act(obs))
-    stream = batches(data, 32, seed=3)
-    for _ in range(2):  # the target noise comes from the saved generator; step 6 updates the actor
-        batch = next(stream)
-        out_a, out_b = a.update(batch), b.update(batch)
-        assert all(torch.equal(out_a[k], out_b[k]) for k in out_a)
-    np.testing.assert_array_equal(a.act(obs), b.act(obs))
-
-
 def test_same_seed_gives_identical_losses():
     data = random_dataset()
     runs = [train(make_agent(LINEAR_INFO, data, batch_size=32), data, 5) for _ in range(2)]
+    assert {"critic_loss", "actor_loss", "q_mean"} <= set(runs[0][0])
     for x, y in zip(*runs, strict=True):
         assert all(torch.equal(x[k], y[k]) for k in x)

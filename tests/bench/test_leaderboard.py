@@ -7,46 +7,68 @@ from pathlib import Path
 import pytest
 
 from bench import leaderboard
-from bench.records import SCHEMA_VERSION, write_json_atomic
+from bench.records import (
+    BestEvaluation,
+    Budget,
+    CurvePoint,
+    EnvInfo,
+    Evaluation,
+    Reference,
+    RunRecord,
+    read_record,
+    write_json_atomic,
+)
+from bench.records import write_record as save_record
+from tasks.spec import Provenance
 
 STEPS = 1_000_000
+CURATED = Path(__file__).resolve().parents[2] / "results" / "curated"
+
+
+def evaluation(score: float, step: int, cls: type = Evaluation) -> Evaluation:
+    """An evaluation of two episodes with mean normalized score ``score``."""
+    return cls(
+        step=step,
+        episodes=2,
+        returns=[10 * score - 1, 10 * score + 1],
+        normalized=[score - 0.1, score + 0.1],
+        return_mean=10 * score,
+        return_std=1.0,
+        normalized_mean=score,
+        normalized_std=0.1,
+        length_mean=1000.0,
+    )
 
 
 def write_record(results: Path, task: str, algo: str, seed: int, final: float | None, **kw) -> Path:
-    """A schema-complete record written the way the harness writes it."""
+    """A complete record (the current schema) written the way the harness writes it."""
     source = kw.get("source", "d4rl")
     status = kw.get("status", "completed")
     run_id = f"{task}/{algo}/s{seed}-{kw.get('hash', 'cafe0001')}-{source}"
-    curve = [
-        {"step": s, "normalized_mean": (final or 0) * s / STEPS, "return_mean": 0.0}
-        for s in (250_000, 500_000)
-    ]
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "algo": algo,
-        "task": task,
-        "seed": seed,
-        "status": status,
-        "failure_reason": kw.get("reason"),
-        "config": kw.get("config", {}),
-        "config_hash": kw.get("hash", "cafe0001"),
-        "budget": {
-            "name": kw.get("budget", "standard"),
-            "train_steps": STEPS,
-            "batch_size": 256,
-            "eval_episodes": 50,
-        },
-        "dataset": {"source": source, "sha256": "ab" * 32},
-        "final": None
-        if final is None
-        else {"normalized_mean": final, "return_mean": 10 * final, "step": STEPS},
-        "best": None if final is None else {"normalized_mean": kw.get("best", final + 1.0)},
-        "curve": curve if status == "completed" else [],
-        "resumed": kw.get("resumed", 0),
-    }
+    curve = [CurvePoint(s, 0.0, (final or 0) * s / STEPS, 1000.0) for s in (250_000, 500_000)]
+    record = RunRecord(
+        run_id=run_id,
+        algo=algo,
+        task=task,
+        seed=seed,
+        status=status,
+        failure_reason=kw.get("reason"),
+        config=kw.get("config", {}),
+        config_hash=kw.get("hash", "cafe0001"),
+        budget=Budget(kw.get("budget", "standard"), STEPS, 256, 50),
+        dataset=Provenance(source, f"/data/{task}.hdf5", "ab" * 32, 1000, 10),
+        env=EnvInfo(f"{task}-env", {}),
+        reference=Reference(0.0, 100.0, "d4rl"),
+        versions={},
+        device="cpu",
+        started="2025-01-01T00:00:00+00:00",
+        final=None if final is None else evaluation(final, STEPS),
+        best=None if final is None else evaluation(kw.get("best", final + 1.0), 1, BestEvaluation),
+        curve=curve if status == "completed" else [],
+        resumed=kw.get("resumed", 0),
+    )
     path = results / run_id / "record.json"
-    write_json_atomic(path, record)
+    save_record(path, record)
     return path
 
 
@@ -233,3 +255,21 @@ def test_a_failed_record_without_a_reason_still_says_it_failed(tmp_path):
     leaderboard.build(results, tmp_path / "out", plots=False)
     (row,) = read_csv(tmp_path / "out" / "failures.csv")
     assert (row["status"], row["reason"]) == ("failed", "failed (no reason recorded)")
+
+
+def test_version_1_records_give_the_leaderboard_of_their_version_2_form(tmp_path):
+    """The curated records (schema 1) and the same runs rewritten in the current schema."""
+    v2 = tmp_path / "v2"
+    for path in sorted(CURATED.rglob("record.json")):
+        assert read_record(path)["schema_version"] == 1
+        save_record(v2 / path.relative_to(CURATED), RunRecord.from_dict(read_record(path)))
+    text_v1 = leaderboard.build(CURATED, tmp_path / "from-v1", plots=False)
+    text_v2 = leaderboard.build(v2, tmp_path / "from-v2", plots=False)
+    assert "## Final normalized score (primary)\n\nNone." not in text_v1
+    assert text_v1 == text_v2
+    written = sorted(p.name for p in (tmp_path / "from-v1").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "from-v2").iterdir())
+    for name in written:
+        assert (tmp_path / "from-v1" / name).read_bytes() == (
+            tmp_path / "from-v2" / name
+        ).read_bytes()

@@ -1,18 +1,23 @@
 """The harness end to end on the toy bandit: records, no-op re-runs, resume, bad input."""
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from bench.leaderboard import build
-from bench.records import read_record
-from bench.run import run_overrides
+from bench.records import SCHEMA_VERSION, RunRecord, read_record
+from bench.run import CHECKPOINT_FILE, run_overrides
 
 TINY = ["task=toy-bandit", "train.steps=300", "train.eval_every=100", "train.log_every=50"]
 TINY += ["eval.episodes=20", "eval.periodic_episodes=5", "data.scale=0.2"]
@@ -32,6 +37,22 @@ def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*"))
 
 
+def schema_mismatches(cls: type, value: dict, where: str = "record") -> list[str]:
+    """Where ``value`` (a record as JSON) has other keys than the dataclass ``cls`` declares."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = [f"{where}: {sorted(set(value) ^ names)}"] if set(value) != names else []
+    for name, hint in typing.get_type_hints(cls).items():
+        optional = typing.get_origin(hint) is types.UnionType  # ``X | None``
+        item = typing.get_args(hint)[0] if optional else hint
+        sub = value.get(name)
+        if typing.get_origin(item) is list and dataclasses.is_dataclass(typing.get_args(item)[0]):
+            for i, v in enumerate(sub or []):
+                out += schema_mismatches(typing.get_args(item)[0], v, f"{where}.{name}[{i}]")
+        elif dataclasses.is_dataclass(item) and sub is not None:
+            out += schema_mismatches(item, sub, f"{where}.{name}")
+    return out
+
+
 def test_record_is_self_describing(tmp_path):
     rec = run_overrides(["algo=bc", *TINY, f"results_dir={tmp_path}"])
     assert rec["status"] == "completed" and rec["failure_reason"] is None
@@ -47,8 +68,14 @@ def test_record_is_self_describing(tmp_path):
     assert rec["best"]["note"].startswith("optimistic")
     assert rec["timings"]["train_steps_per_s"] > 0 and rec["timings"]["decisions_per_s"] > 0
     assert rec["versions"]["torch"] and rec["env"]["id"]
+    assert rec["timings"]["wall_seconds"] >= rec["timings"]["train_seconds"] > 0
+    assert set(rec["config"]["algo_resolved"]) == set(rec["config"]["algo"])  # one Config, resolved
     on_disk = read_record(tmp_path / rec["run_id"] / "record.json")
     assert on_disk == json.loads(json.dumps(rec))
+    # the schema is the dataclass: every key it declares is written, nothing else
+    assert on_disk["schema_version"] == SCHEMA_VERSION == 2
+    assert schema_mismatches(RunRecord, on_disk) == []
+    assert RunRecord.from_dict(on_disk).to_dict() == on_disk
 
 
 def test_completed_run_is_not_rerun_unless_forced(tmp_path):
@@ -89,6 +116,27 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["status"] == "completed" and resumed["resumed"] == 1
     assert resumed["losses"] == reference["losses"]
     assert resumed["final"]["returns"] == reference["final"]["returns"]
+
+
+def test_a_run_killed_under_schema_1_resumes_and_writes_schema_2(tmp_path):
+    """A checkpoint whose record is a version-1 dict (keys that did not apply left out)."""
+    args = ["algo=bc", *TINY, "train.steps=50", "train.eval_every=25", "eval.episodes=2"]
+    args.append(f"results_dir={tmp_path}")
+    first = run_overrides(args)
+    run_dir = tmp_path / first["run_id"]
+    checkpoint = torch.load(run_dir / CHECKPOINT_FILE, weights_only=False)
+    v1 = {k: v for k, v in checkpoint["record"].items() if k != "safety"}
+    v1.update(schema_version=1, status="running", final=None, timings={}, memory={})
+    v1["curve"] = [{k: v for k, v in p.items() if v is not None} for p in v1["curve"]]
+    torch.save({**checkpoint, "record": v1}, run_dir / CHECKPOINT_FILE)
+    (run_dir / "record.json").unlink()  # killed during the final evaluation
+
+    resumed = run_overrides(args)
+    assert resumed["status"] == "completed" and resumed["resumed"] == 1
+    assert resumed["schema_version"] == 2 and resumed["safety"] is None
+    assert resumed["losses"] == first["losses"] and resumed["curve"] == first["curve"]
+    assert resumed["final"]["returns"] == first["final"]["returns"]
+    assert schema_mismatches(RunRecord, read_record(run_dir / "record.json")) == []
 
 
 def test_unknown_algorithm_lists_valid_ones_and_writes_nothing(tmp_path):
@@ -153,3 +201,54 @@ def test_safe_task_record_reports_cost_budget_and_barriers(tmp_path):
     board = build(tmp_path, tmp_path / "reports", plots=False)
     safety_rows = board.split("## Safe tasks")[1].split("##")[0]
     assert safety_rows.count("obstacles-pointmaze-umaze") == 2
+
+
+@pytest.mark.parametrize(
+    ("knob", "named"),
+    [
+        ("train.steps=0", "train.steps=0 is not valid; valid: a positive integer"),
+        ("data.source=ftp", "data.source='ftp' is not valid; valid: auto, d4rl, minari, forged"),
+        ("algo.reward_norm=bogus", "algo.reward_norm='bogus' is not valid; valid: returns"),
+    ],
+)
+def test_bad_knobs_fail_in_one_line_and_leave_nothing(tmp_path, knob, named):
+    res = cli("algo=iql", *TINY, knob, f"results_dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert named in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_every_zero_means_no_periodic_evaluation(tmp_path):
+    rec = run_overrides(["algo=bc", *TINY, "train.eval_every=0", f"results_dir={tmp_path}"])
+    assert rec["status"] == "completed" and rec["curve"] == [] and rec["best"] is None
+    assert rec["final"]["episodes"] == 20 and rec["timings"]["threads"] >= 1
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_beside_it(tmp_path, monkeypatch):
+    def explode(self, batch):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("algorithms.bc.Agent.update", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_overrides(["algo=bc", *TINY, f"results_dir={tmp_path}"])
+    (path,) = tmp_path.rglob("record.json")
+    rec = read_record(path)
+    assert rec["status"] == "failed" and rec["failure_reason"] == "RuntimeError: boom second line"
+    assert "Traceback" in rec["failure_traceback"] and "explode" in rec["failure_traceback"]
+
+
+def test_data_that_does_not_fit_the_environment_is_refused_before_training(tmp_path):
+    from bench.run import check_widths
+    from tasks.envs import make_env
+    from tasks.registry import get_task
+    from tasks.sources import load_dataset
+    from tasks.spec import DatasetFormatError
+
+    spec = get_task("toy-bandit")
+    dataset = load_dataset(spec, scale=0.2, verbose=False)
+    obs = dataset.arrays["observations"]
+    dataset.arrays["observations"] = np.concatenate([obs, obs], axis=1)  # another task's file
+    env = make_env(spec)
+    with pytest.raises(DatasetFormatError, match=f"observations are {2 * obs.shape[1]} wide"):
+        check_widths(spec, dataset, env)
+    env.close()

@@ -39,6 +39,17 @@ def test_barrier_gradient_matches_autograd_and_numpy_matches_torch(barrier):
     np.testing.assert_allclose(barrier.value(states.detach().numpy()), values.detach().numpy())
 
 
+@pytest.mark.parametrize("barrier", BARRIERS, ids=lambda b: type(b).__name__)
+def test_boundary_points_lie_on_the_boundary_in_numpy_and_torch(barrier):
+    states = torch.randn(64, 4, dtype=torch.float64)
+    points = barrier.boundary_point(states)
+    assert points.shape == (64, len(barrier.dims))
+    on = states.clone()
+    on[:, list(barrier.dims)] = points
+    torch.testing.assert_close(barrier.value(on), torch.zeros(64, dtype=torch.float64))
+    np.testing.assert_allclose(barrier.boundary_point(states.numpy()), points.numpy())
+
+
 def test_super_ellipse_signs_inside_and_outside():
     disc = SuperEllipse(dims=(0, 1), center=(1.0, 0.0), radii=(0.3, 0.3))
     points = np.array([[1.0, 0.0], [1.0, 0.29], [1.0, 0.31], [2.0, 2.0]])

@@ -1,0 +1,5 @@
+"""``python -m bench.leaderboard``: see :mod:`bench.leaderboard`."""
+
+from bench.leaderboard import main
+
+main()

@@ -1,0 +1,181 @@
+"""Runs -> figures: four PNGs per (data, budget) section.
+
+``plots/<data>-<budget>-<steps>/``: learning curves, final score per task, the aggregate IQM with
+its interval, and performance profiles. Every bootstrap is seeded and the PNGs carry no date or
+software metadata, so the same records give the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from bench import stats
+from bench.leaderboard.runs import algo_order, sort_by_algo
+from bench.leaderboard.tables import budget_label
+
+PLOT_FILES = ("learning_curves.png", "per_task.png", "aggregate_iqm.png", "performance_profile.png")
+
+
+def section_slug(key: tuple) -> str:
+    """The folder name of a section: its keys joined, unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(k) for k in key))
+
+
+def in_section(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The rows of ``df`` in the section ``key`` (values of :data:`bench.stats.SECTION_KEYS`)."""
+    keys = list(stats.SECTION_KEYS)
+    return df[(df[keys] == pd.Series(key, index=keys)).all(axis=1)]
+
+
+def curve_frame(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Periodic evaluations plus the final one, one row per (run, step)."""
+    recs = dict(zip(records["path"], records["record"], strict=True))
+    rows = []
+    for _, r in runs.iterrows():
+        rec = recs[r["path"]]
+        points = [(p["step"], p.get("normalized_mean")) for p in rec.get("curve") or []]
+        points.append(((rec.get("final") or {}).get("step", r["train_steps"]), r["final_score"]))
+        rows += [{**r.to_dict(), "step": s, "normalized": v} for s, v in points if v is not None]
+    return pd.DataFrame(rows)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a PNG without date or software metadata, so equal plots are equal files."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_plots(
+    records: pd.DataFrame, runs: pd.DataFrame, agg: pd.DataFrame, prof: pd.DataFrame, out: Path
+) -> list[str]:
+    """Four figures per (data, budget) section; returns their paths relative to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    curves = curve_frame(records, runs)
+    written = []
+    for key, section in runs.groupby(list(stats.SECTION_KEYS), sort=True):
+        folder = out / "plots" / section_slug(key)
+        title = f"data: {key[0]} · budget: {budget_label(key[1], int(key[2]))}"
+        entries = algo_order(section["entry"])
+        palette = dict(zip(entries, sns.color_palette(n_colors=len(entries)), strict=True))
+        plot_curves(sns, in_section(curves, key), entries, palette, title, folder / PLOT_FILES[0])
+        plot_per_task(sns, section, entries, palette, title, folder / PLOT_FILES[1])
+        plot_aggregate(in_section(agg, key), palette, title, folder / PLOT_FILES[2])
+        plot_profiles(in_section(prof, key), palette, title, folder / PLOT_FILES[3])
+        written += [str((folder / f).relative_to(out)) for f in PLOT_FILES]
+    return written
+
+
+def clear_old_plots(out: Path) -> None:
+    """Remove figures of sections that no longer exist (only files this module writes)."""
+    for name in PLOT_FILES:
+        for path in (out / "plots").glob(f"*/{name}"):
+            path.unlink()
+
+
+def facet_wrap(n_tasks: int) -> int:
+    """Facets per row: at most three tasks side by side."""
+    return min(3, n_tasks)
+
+
+def plot_curves(
+    sns, curves: pd.DataFrame, entries: list[str], palette: dict, title: str, path: Path
+) -> None:
+    """Normalized score over training steps: mean over seeds with a 95% bootstrap band."""
+    g = sns.relplot(
+        data=curves,
+        kind="line",
+        x="step",
+        y="normalized",
+        hue="entry",
+        hue_order=entries,
+        palette=palette,
+        col="task",
+        col_wrap=facet_wrap(curves["task"].nunique()),
+        errorbar=("ci", 95),
+        n_boot=1000,
+        seed=stats.BOOTSTRAP_SEED,
+        facet_kws={"sharey": False, "sharex": False},
+        height=3,
+        aspect=1.3,
+    )
+    g.set_axis_labels("training step", "normalized score")
+    g.legend.set_title("algorithm")
+    g.figure.suptitle(f"Learning curves ({title})", y=1.02)
+    save_figure(g.figure, path)
+
+
+def plot_per_task(
+    sns, runs: pd.DataFrame, entries: list[str], palette: dict, title: str, path: Path
+) -> None:
+    """Final score per task: mean over seeds with a 95% bootstrap CI, one point per entry."""
+    g = sns.catplot(
+        data=runs,
+        kind="point",
+        x="entry",
+        y="final_score",
+        hue="entry",
+        order=entries,
+        hue_order=entries,
+        palette=palette,
+        col="task",
+        col_wrap=facet_wrap(runs["task"].nunique()),
+        errorbar=("ci", 95),
+        n_boot=1000,
+        seed=stats.BOOTSTRAP_SEED,
+        sharey=False,
+        linestyle="none",
+        capsize=0.2,
+        height=3,
+        aspect=1.3,
+        legend=False,
+    )
+    g.set_axis_labels("", "final normalized score")
+    g.tick_params(axis="x", rotation=30)
+    g.figure.suptitle(f"Final score per task ({title})", y=1.02)
+    save_figure(g.figure, path)
+
+
+def plot_aggregate(agg: pd.DataFrame, palette: dict, title: str, path: Path) -> None:
+    """IQM across tasks and seeds per algorithm with its stratified-bootstrap 95% CI."""
+    import matplotlib.pyplot as plt
+
+    agg = sort_by_algo(agg, []).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.45 * len(agg)))
+    for i, a in agg.iterrows():
+        err = [[a["iqm"] - a["iqm_lo"]], [a["iqm_hi"] - a["iqm"]]]
+        ax.errorbar(a["iqm"], i, xerr=err, fmt="o", capsize=4, color=palette.get(a["algo"], "C0"))
+    ax.set_yticks(range(len(agg)), labels=list(agg["algo"]))
+    ax.invert_yaxis()
+    ax.set_xlabel("IQM of final normalized score (95% stratified-bootstrap CI)")
+    ax.set_title(f"Aggregate IQM ({title})", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_profiles(prof: pd.DataFrame, palette: dict, title: str, path: Path) -> None:
+    """Fraction of runs with final score above tau, with 95% stratified-bootstrap bands."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for algo in algo_order(prof["algo"]):
+        p = prof[prof["algo"] == algo]
+        color = palette.get(algo)
+        ax.plot(p["tau"], p["fraction"], label=algo, color=color)
+        ax.fill_between(p["tau"], p["lo"], p["hi"], alpha=0.2, color=color)
+    ax.set_xlabel(r"normalized score $\tau$")
+    ax.set_ylabel(r"fraction of runs with score > $\tau$")
+    ax.set_title(f"Performance profile ({title})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
