@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 
+from tasks.d4rl_envs import WALKER2D_D4RL
 from tasks.safety import Ceiling, Safety, SuperEllipse
 from tasks.spec import TaskSpec, UnknownTaskError
 
 LOCOMOTION_LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 MINARI_LOCOMOTION_LEVELS = ("medium", "expert")
 
-# D4RL's REF_MIN_SCORE / REF_MAX_SCORE (d4rl/infos.py).
+# The env that collects and evaluates each env's levels (in the dynamics of D4RL's data, see
+# tasks.d4rl_envs) and D4RL's REF_MIN_SCORE / REF_MAX_SCORE (d4rl/infos.py).
 LOCOMOTION = {
     "hopper": ("Hopper-v5", -20.272305, 3234.3),
     "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
-    "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
+    "walker2d": (WALKER2D_D4RL, 1.629008, 4592.3),
 }
 MAZE2D = {
     "umaze": (300, 23.85, 161.86),

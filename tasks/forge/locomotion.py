@@ -47,6 +47,7 @@ goes on where the last machine stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -177,8 +178,10 @@ def policy_parts(level: str) -> tuple[str, ...]:
 
 
 def data_tag(spec: TaskSpec) -> str:
-    """The tag of the policies ``spec``'s level collects with, for forged file names."""
-    return policy_tag(spec.forge_params["env"], policy_parts(spec.forge_params["level"]))
+    """The tag of the policies ``spec``'s level collects with and of the env it collects in,
+    for forged file names (data from other policies or other dynamics is never read)."""
+    tag = policy_tag(spec.forge_params["env"], policy_parts(spec.forge_params["level"]))
+    return hashlib.sha256(f"{tag}:{spec.env_id}".encode()).hexdigest()[:12]
 
 
 def export_policy_set(
