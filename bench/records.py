@@ -287,6 +287,8 @@ def summary_row(rec: dict, path: Path) -> dict:
         "final_return": final.get("return_mean"),
         "best_score": best.get("normalized_mean"),
         "success_rate": final.get("success_rate"),
+        "wall_seconds": (rec.get("timings") or {}).get("wall_seconds"),
+        "decisions_per_s": (rec.get("timings") or {}).get("decisions_per_s"),
         "path": str(path),
         "record": rec,
     }

@@ -7,13 +7,15 @@ Reads every run record under ``--results`` and writes to ``--out``:
   mean with 95% stratified-bootstrap CIs; our score beside the papers' (with their sources); the
   best score during training in its own table, labelled optimistic; on safe tasks, return and
   constraint satisfaction side by side (cost, budget, share of episodes over it, smallest barrier
-  value over executed and planned states); failed and incomplete runs,
+  value over executed and planned states); what each cell cost (wall-clock per run,
+  decisions/s); failed and incomplete runs,
   corrupt records and sweep jobs that died without a record, each with its reason.
 - CSV: ``final_scores.csv``, ``best_scores.csv``, ``aggregate.csv``, ``paper_comparison.csv``,
-  ``failures.csv`` (the tables above), ``scores.csv`` (every statistic, numeric) and
+  ``safety.csv``, ``compute.csv``, ``failures.csv`` (the tables above), ``scores.csv`` (every statistic, numeric) and
   ``profiles.csv`` (performance profiles).
-- ``plots/<data>-<budget>-<steps>/``: learning curves, per-task point plots, aggregate IQM
-  intervals and performance profiles (PNG).
+- ``plots/<data>-<budget>-<steps>/``: learning curves (only from runs that evaluated during
+  training), per-task point plots, score against wall-clock per task, aggregate IQM intervals and
+  performance profiles (PNG).
 
 Every row carries its data source and budget, and no cell, aggregate or plot combines runs of
 different sources or budgets. Outputs are byte-stable for the same records: sorted rows, fixed
@@ -45,6 +47,7 @@ from bench.leaderboard.runs import (
 )
 from bench.leaderboard.tables import (
     aggregate_table,
+    compute_table,
     failure_table,
     paper_table,
     safety_table,
@@ -84,6 +87,7 @@ def build(results: Path, out: Path, plots: bool = True, paper_path: Path = PAPER
             "episodes themselves; not a fair score. Report the final score.",
         ),
         safety_table(safety_runs(records, runs)),
+        compute_table(runs),
         failure_table(df, problems, unrecorded_jobs(results), results),
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""Runs -> figures: four PNGs per (data, budget) section.
+"""Runs -> figures: up to five PNGs per (data, budget) section.
 
-``plots/<data>-<budget>-<steps>/``: learning curves, final score per task, the aggregate IQM with
-its interval, and performance profiles. Every bootstrap is seeded and the PNGs carry no date or
+``plots/<data>-<budget>-<steps>/``: learning curves (drawn only from runs that evaluated during
+training: a lone final point is no curve), final score per task, final score against wall-clock
+per task, the aggregate IQM with its interval, and performance profiles. Every bootstrap is seeded and the PNGs carry no date or
 software metadata, so the same records give the same bytes.
 """
 
@@ -16,7 +17,13 @@ from bench import stats
 from bench.leaderboard.runs import algo_order, sort_by_algo
 from bench.leaderboard.tables import budget_label
 
-PLOT_FILES = ("learning_curves.png", "per_task.png", "aggregate_iqm.png", "performance_profile.png")
+PLOT_FILES = (
+    "learning_curves.png",
+    "per_task.png",
+    "score_vs_wallclock.png",
+    "aggregate_iqm.png",
+    "performance_profile.png",
+)
 
 
 def section_slug(key: tuple) -> str:
@@ -31,12 +38,15 @@ def in_section(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
 
 
 def curve_frame(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Periodic evaluations plus the final one, one row per (run, step)."""
+    """Periodic evaluations plus the final one, one row per (run, step), of the runs that
+    evaluated during training."""
     recs = dict(zip(records["path"], records["record"], strict=True))
     rows = []
     for _, r in runs.iterrows():
         rec = recs[r["path"]]
         points = [(p["step"], p.get("normalized_mean")) for p in rec.get("curve") or []]
+        if not points:
+            continue
         points.append(((rec.get("final") or {}).get("step", r["train_steps"]), r["final_score"]))
         rows += [{**r.to_dict(), "step": s, "normalized": v} for s, v in points if v is not None]
     return pd.DataFrame(rows)
@@ -54,7 +64,7 @@ def save_figure(fig, path: Path) -> None:
 def write_plots(
     records: pd.DataFrame, runs: pd.DataFrame, agg: pd.DataFrame, prof: pd.DataFrame, out: Path
 ) -> list[str]:
-    """Four figures per (data, budget) section; returns their paths relative to ``out``."""
+    """The figures of every (data, budget) section; returns their paths relative to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,11 +78,21 @@ def write_plots(
         title = f"data: {key[0]} · budget: {budget_label(key[1], int(key[2]))}"
         entries = algo_order(section["entry"])
         palette = dict(zip(entries, sns.color_palette(n_colors=len(entries)), strict=True))
-        plot_curves(sns, in_section(curves, key), entries, palette, title, folder / PLOT_FILES[0])
+        drawn = []
+        section_curves = in_section(curves, key) if len(curves) else curves
+        if len(section_curves):
+            plot_curves(sns, section_curves, entries, palette, title, folder / PLOT_FILES[0])
+            drawn.append(PLOT_FILES[0])
         plot_per_task(sns, section, entries, palette, title, folder / PLOT_FILES[1])
-        plot_aggregate(in_section(agg, key), palette, title, folder / PLOT_FILES[2])
-        plot_profiles(in_section(prof, key), palette, title, folder / PLOT_FILES[3])
-        written += [str((folder / f).relative_to(out)) for f in PLOT_FILES]
+        drawn.append(PLOT_FILES[1])
+        timed = section[pd.to_numeric(section["wall_seconds"]).notna()]
+        if len(timed):
+            plot_wallclock(sns, timed, entries, palette, title, folder / PLOT_FILES[2])
+            drawn.append(PLOT_FILES[2])
+        plot_aggregate(in_section(agg, key), palette, title, folder / PLOT_FILES[3])
+        plot_profiles(in_section(prof, key), palette, title, folder / PLOT_FILES[4])
+        drawn += PLOT_FILES[3:]
+        written += [str((folder / f).relative_to(out)) for f in drawn]
     return written
 
 
@@ -143,6 +163,31 @@ def plot_per_task(
     g.set_axis_labels("", "final normalized score")
     g.tick_params(axis="x", rotation=30)
     g.figure.suptitle(f"Final score per task ({title})", y=1.02)
+    save_figure(g.figure, path)
+
+
+def plot_wallclock(
+    sns, runs: pd.DataFrame, entries: list[str], palette: dict, title: str, path: Path
+) -> None:
+    """Final score against the run's wall-clock minutes, one point per run, one panel per task."""
+    data = runs.assign(minutes=pd.to_numeric(runs["wall_seconds"]).astype(float) / 60)
+    g = sns.relplot(
+        data=data,
+        kind="scatter",
+        x="minutes",
+        y="final_score",
+        hue="entry",
+        hue_order=entries,
+        palette=palette,
+        col="task",
+        col_wrap=facet_wrap(data["task"].nunique()),
+        facet_kws={"sharey": False, "sharex": False},
+        height=3,
+        aspect=1.3,
+    )
+    g.set_axis_labels("wall-clock per run (min)", "final normalized score")
+    g.legend.set_title("algorithm")
+    g.figure.suptitle(f"Score against wall-clock ({title})", y=1.02)
     save_figure(g.figure, path)
 
 

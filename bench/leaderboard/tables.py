@@ -185,6 +185,36 @@ def safety_table(safe: pd.DataFrame) -> Table:
     return Table("safety", "Safe tasks: return and constraint satisfaction", columns, rows, note)
 
 
+def compute_table(runs: pd.DataFrame) -> Table:
+    """What each cell cost: wall-clock per run and acting speed, per (data, budget, task, algo,
+    configuration), beside its final score."""
+    rows = []
+    for _, g in runs.groupby([*stats.GROUP_KEYS], sort=True):
+        r, n = g.iloc[0], len(g)
+        wall = pd.to_numeric(g["wall_seconds"]).astype(float) / 60
+        decisions = pd.to_numeric(g["decisions_per_s"]).astype(float)
+        score = mean_std_cell(g["final_score"].mean(), g["final_score"].std(), n)
+        rows.append(
+            [
+                *section_cells(r),
+                r["task"],
+                r["entry"],
+                score,
+                num(wall.mean()),
+                num(decisions.mean()),
+            ]
+        )
+    rows.sort(key=lambda row: row[:4])
+    columns = [*SECTION_COLUMNS, "task", "algo", "final score", "wall-clock (min)", "decisions/s"]
+    note = (
+        "Wall-clock: the run's last process, from loading its data to the end of its final "
+        "evaluation, mean over seeds; decisions/s: environment decisions per second of acting in "
+        "the final evaluation (all envs of a step count). Measured on whatever machine ran each "
+        "record: compare within one sweep."
+    )
+    return Table("compute", "Compute: what each score cost", columns, rows, note)
+
+
 def failure_table(
     df: pd.DataFrame, problems: list[str], unrecorded: list[dict], results: Path
 ) -> Table:

@@ -15,6 +15,7 @@ from bench.records import (
     Evaluation,
     Reference,
     RunRecord,
+    Timings,
     read_record,
     write_json_atomic,
 )
@@ -64,8 +65,9 @@ def write_record(results: Path, task: str, algo: str, seed: int, final: float | 
         started="2025-01-01T00:00:00+00:00",
         final=None if final is None else evaluation(final, STEPS),
         best=None if final is None else evaluation(kw.get("best", final + 1.0), 1, BestEvaluation),
-        curve=curve if status == "completed" else [],
+        curve=curve if status == "completed" and kw.get("curve", True) else [],
         resumed=kw.get("resumed", 0),
+        timings=Timings(wall_seconds=kw.get("wall"), decisions_per_s=kw.get("decisions")),
     )
     path = results / run_id / "record.json"
     save_record(path, record)
@@ -273,3 +275,27 @@ def test_version_1_records_give_the_leaderboard_of_their_version_2_form(tmp_path
         assert (tmp_path / "from-v1" / name).read_bytes() == (
             tmp_path / "from-v2" / name
         ).read_bytes()
+
+
+def test_compute_table_and_score_against_wallclock(tmp_path):
+    root = tmp_path / "results"
+    for seed, (wall, decisions) in enumerate([(60.0, 100.0), (180.0, 300.0)]):
+        write_record(
+            root, "hopper-medium-v2", "iql", seed, 30.0 + seed, wall=wall, decisions=decisions
+        )
+    leaderboard.build(root, tmp_path / "out", plots=True)
+    (row,) = read_csv(tmp_path / "out" / "compute.csv")
+    assert row["algo"] == "iql" and row["wall-clock (min)"] == "2.0"  # (1 + 3) / 2 minutes
+    assert row["decisions/s"] == "200.0" and row["final score"] == "30.5 ± 0.7 (n=2)"
+    pngs = {p.name for p in (tmp_path / "out" / "plots").rglob("*.png")}
+    assert {"score_vs_wallclock.png", "learning_curves.png"} <= pngs
+
+
+def test_learning_curves_are_drawn_only_from_runs_with_curves(tmp_path):
+    root = tmp_path / "results"
+    for seed in range(2):
+        write_record(root, "hopper-medium-v2", "iql", seed, 30.0, curve=False)
+    leaderboard.build(root, tmp_path / "out", plots=True)
+    pngs = {p.name for p in (tmp_path / "out" / "plots").rglob("*.png")}
+    assert "learning_curves.png" not in pngs and "per_task.png" in pngs
+    assert "learning_curves.png" not in (tmp_path / "out" / "leaderboard.md").read_text()
