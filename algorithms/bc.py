@@ -6,7 +6,9 @@ Method: normalize observations with the dataset statistics, map them through a 2
 with a tanh-squashed output scaled into the action box, and minimize the MSE to the dataset
 action. No value function, no reward: the baseline every offline-RL method must beat.
 Differences from CORL: none in the method; the tanh output is mapped affinely onto
-``[action_low, action_high]`` instead of multiplied by ``max_action``, so asymmetric boxes work.
+``[action_low, action_high]`` instead of multiplied by ``max_action``, so asymmetric boxes work;
+observations are divided by ``max(std, 1e-3)``, the suite's dataset statistics that every
+algorithm shares, where CORL divides by ``std + 1e-3`` (divisors within 1e-3).
 """
 
 from __future__ import annotations
@@ -18,13 +20,25 @@ import torch
 from torch import Tensor
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
-from algorithms.common.defaults import PaperDefaults, Settings, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, fill
 from algorithms.common.nets import ObsNormalizer, gradient_step
 from algorithms.common.policies import TanhPolicy, act_deterministic
 
+CORL = "tinkoff-ai/CORL algorithms/offline/any_percent_bc.py"
 # BC has one setting for every task: the Config's defaults are CORL's.
 PAPER = PaperDefaults(
     families={"default": Settings("CORL any_percent_bc.py (frac=1): every task alike", {})}
+)
+
+
+# budget=paper: CORL's BC configs, every task alike.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "default": Settings(
+            f"{CORL} (max_timesteps, eval_freq, n_episodes)",
+            {"train_steps": 1_000_000, "eval_every": 5000, "eval_episodes": 10},
+        )
+    }
 )
 
 
@@ -82,3 +96,24 @@ class Agent(Checkpointable):
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """BC keeps no per-environment state."""
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+HOPPER = "tinkoff-ai/CORL configs/offline/bc/hopper/medium_v2.yaml"
+FIDELITY_TASKS = ("hopper-medium-v2",)
+FIDELITY = (
+    Official("hidden", 256, f"{CORL} (Actor)"),
+    Official("depth", 2, f"{CORL} (Actor)"),
+    Official("lr", 3e-4, f"{CORL} (actor_optimizer)"),
+    Official("batch_size", 256, HOPPER),
+    Official("training data", "every transition (frac=1.0)", HOPPER),
+    Official("policy and loss", "tanh MLP, ReLU, MSE to the dataset action", CORL),
+    Official(
+        "observation normalization",
+        "(s - mean) / (std + 1e-3)",
+        f"{CORL} (compute_mean_std)",
+        "the dataset statistics every algorithm shares; the divisors differ by at most 1e-3",
+        ours="(s - mean) / max(std, 1e-3)",
+    ),
+)

@@ -15,16 +15,23 @@ Mish -> linear); twin 3x256 Mish critics with a Polyak target (tau 0.005) whose 
 actions per head, then the min); the Q term picks one head at random each step,
 ``-mean(Q_i) / mean|Q_j|`` (i != j), on the live critic after its step; Adam with the per-task
 actor learning rate and 3e-4 for the critic, gradient-norm clipping at the per-task ``gn`` for
-both, cosine learning-rate decay for both (``--lr_decay``, as the README's commands run it); EMA
-of the actor with rate 0.995 every 5 steps from step 1000; acting samples 50 actions per state
-from the live actor and draws one with probabilities ``softmax(min(Q1', Q2'))`` of the target
-critic. Per-task settings (:data:`PAPER`) are ``main.py``'s ``hyperparameters`` table, its
-``reward_tune`` names written in the suite's ``reward_norm`` vocabulary (``no``: ``none``;
-``cql_antmaze``: ``cql_antmaze``; ``iql_antmaze``: ``minus_one``; ``iql_locomotion``: ``returns``).
+both, and the official learning-rate schedule for both (``--lr_decay``, as the README's commands
+run it): ``CosineAnnealingLR(T_max=num_epochs)`` stepped once per ``train()`` call, i.e. once
+per 50 epochs of 1000 updates, so over the 2M updates of a locomotion run the rate falls by
+0.1% (``lr_schedule="official"``); EMA of the actor with rate 0.995 every 5 steps from step
+1000; acting samples 50 actions per state from the live actor and draws one with probabilities
+``softmax(min(Q1', Q2'))`` of the target critic. Per-task settings (:data:`PAPER`) are
+``main.py``'s ``hyperparameters`` table, its ``reward_tune`` names written in the suite's
+``reward_norm`` vocabulary (``no``: ``none``; ``cql_antmaze``: ``cql_antmaze``; ``iql_antmaze``:
+``minus_one``; ``iql_locomotion``: ``returns``); the same table's ``num_epochs`` and
+``main.py``'s evaluation (every 50 epochs, 10 episodes on ``-v2`` data, 100 otherwise) are
+:data:`PAPER_BUDGET`.
 Differences and why:
-- the cosine decay runs once over the run's training steps (the harness's ``train.steps``),
-  stepped every update; the official scheduler has ``T_max = num_epochs`` but is stepped once
-  per ``train()`` call of 50 epochs, so its rate falls by only 0.1% over a run;
+- none by default in the learning rate: ``lr_schedule="cosine"`` (decay to 0 over the run's
+  training steps, stepped every update) is kept as an option because short runs settle with it
+  (the official rate, in effect constant, is made for 2M steps; a 2000-step point-maze run with
+  it has not converged, see the tests) and it was this suite's default before, so records made
+  with it can be reproduced; ``"constant"`` is the official run without ``--lr_decay``;
 - before step 1000 the EMA copy follows the live actor (the suite's :class:`EMA`); the official
   copy stays at its initialization until then, so its first 1000 TD targets use actions of an
   untrained diffusion model;
@@ -33,10 +40,12 @@ Differences and why:
 - the random choice of Q head is drawn on the device (``torch.where``, no host round trip), and
   the actor's backward pass is restricted to the actor's parameters (the official code also
   computes, then discards, critic gradients): same result, less arithmetic, no host sync;
-- ``top_k`` and ``num_epochs`` are recorded, not acted on: the harness fixes the budget
-  (``train.steps``) and reports the final and the best evaluation instead of the official
-  offline model selection by the ``top_k``-th smallest BC loss; Adroit's rows (``reward_tune=
-  'normalize'``, reward mean and std, which :class:`DatasetStats` does not carry) are left out;
+- ``num_epochs`` is the official scheduler's ``T_max``; the training length is the harness's
+  (``budget=paper`` runs ``num_epochs`` x 1000 updates); ``top_k`` is recorded, not acted on:
+  the harness reports the final and the best periodic evaluation (the README's online model
+  selection, under ``budget=paper``'s evaluation every 50 epochs) instead of the offline model
+  selection by the ``top_k``-th smallest BC loss; Adroit's rows (``reward_tune='normalize'``,
+  reward mean and std, which :class:`DatasetStats` does not carry) are left out;
 - the antmaze rows, which the official code ran on D4RL's ``-v0`` datasets, are keyed by the
   ``-v2`` ids (D4RL's fixed release, the one the suite would register).
 """
@@ -44,6 +53,7 @@ Differences and why:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +62,7 @@ from torch import Tensor, nn
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import TwinQ, twin_q_loss
-from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, check_choice, fill
 from algorithms.common.diffusion import GaussianDiffusion
 from algorithms.common.nets import (
     EMA,
@@ -63,12 +73,20 @@ from algorithms.common.nets import (
     mlp,
     soft_update,
 )
-from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform
+from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform, stepped_cosine
 from algorithms.common.policies import ActionBox
 from algorithms.common.schedules import SCHEDULES, make_betas
 
 MAX_Q_BACKUP_SAMPLES = 10  # next actions per state for the max-Q backup (official constant)
 OFFICIAL = "Zhendong-Wang/Diffusion-Policies-for-Offline-RL main.py"
+STEPS_PER_EPOCH = 1000  # official num_steps_per_epoch
+EVAL_FREQ = 50  # official eval_freq: epochs per train() call (one evaluation, one scheduler step)
+LR_SCHEDULES = ("official", "cosine", "constant")
+
+
+def _suite_id(official: str) -> str:
+    """The suite's dataset id of an official key: antmaze's ``-v0`` read as ``-v2``."""
+    return official.replace("-v0", "-v2") if official.startswith("antmaze") else official
 
 
 def _row(
@@ -82,9 +100,8 @@ def _row(
     num_epochs: int,
 ) -> tuple[str, Settings]:
     """One row of the official ``hyperparameters`` table (its ``lr``, ``eta``, ``max_q_backup``,
-    ``reward_tune``, ``gn``, ``top_k``, ``num_epochs``), keyed by the suite's dataset id (the
-    official key, antmaze's ``-v0`` read as ``-v2``)."""
-    dataset = official.replace("-v0", "-v2") if official.startswith("antmaze") else official
+    ``reward_tune``, ``gn``, ``top_k``, ``num_epochs``), keyed by the suite's dataset id."""
+    dataset = _suite_id(official)
     values = {
         "actor_lr": actor_lr,
         "eta": eta,
@@ -96,6 +113,29 @@ def _row(
     }
     return dataset, Settings(f"{OFFICIAL} hyperparameters[{official!r}]", values)
 
+
+# main.py's ``hyperparameters`` (Adroit's rows left out, see the header).
+TABLE = (
+    # official key, lr, eta, max_q_backup, reward_tune, gn, top_k, num_epochs
+    ("halfcheetah-medium-v2", 3e-4, 1.0, False, "none", 9.0, 1, 2000),
+    ("hopper-medium-v2", 3e-4, 1.0, False, "none", 9.0, 2, 2000),
+    ("walker2d-medium-v2", 3e-4, 1.0, False, "none", 1.0, 1, 2000),
+    ("halfcheetah-medium-replay-v2", 3e-4, 1.0, False, "none", 2.0, 0, 2000),
+    ("hopper-medium-replay-v2", 3e-4, 1.0, False, "none", 4.0, 2, 2000),
+    ("walker2d-medium-replay-v2", 3e-4, 1.0, False, "none", 4.0, 1, 2000),
+    ("halfcheetah-medium-expert-v2", 3e-4, 1.0, False, "none", 7.0, 0, 2000),
+    ("hopper-medium-expert-v2", 3e-4, 1.0, False, "none", 5.0, 2, 2000),
+    ("walker2d-medium-expert-v2", 3e-4, 1.0, False, "none", 5.0, 1, 2000),
+    ("antmaze-umaze-v0", 3e-4, 0.5, False, "cql_antmaze", 2.0, 2, 1000),
+    ("antmaze-umaze-diverse-v0", 3e-4, 2.0, True, "cql_antmaze", 3.0, 2, 1000),
+    ("antmaze-medium-play-v0", 1e-3, 2.0, True, "cql_antmaze", 2.0, 1, 1000),
+    ("antmaze-medium-diverse-v0", 3e-4, 3.0, True, "cql_antmaze", 1.0, 1, 1000),
+    ("antmaze-large-play-v0", 3e-4, 4.5, True, "cql_antmaze", 10.0, 2, 1000),
+    ("antmaze-large-diverse-v0", 3e-4, 3.5, True, "cql_antmaze", 7.0, 1, 1000),
+    ("kitchen-complete-v0", 3e-4, 0.005, False, "none", 9.0, 2, 250),
+    ("kitchen-partial-v0", 3e-4, 0.005, False, "none", 10.0, 2, 1000),
+    ("kitchen-mixed-v0", 3e-4, 0.005, False, "none", 10.0, 0, 1000),
+)
 
 PAPER = PaperDefaults(
     families={
@@ -115,29 +155,30 @@ PAPER = PaperDefaults(
             },
         )
     },
-    datasets=dict(
-        [
-            # official key, lr, eta, max_q_backup, reward_tune, gn, top_k, num_epochs
-            _row("halfcheetah-medium-v2", 3e-4, 1.0, False, "none", 9.0, 1, 2000),
-            _row("hopper-medium-v2", 3e-4, 1.0, False, "none", 9.0, 2, 2000),
-            _row("walker2d-medium-v2", 3e-4, 1.0, False, "none", 1.0, 1, 2000),
-            _row("halfcheetah-medium-replay-v2", 3e-4, 1.0, False, "none", 2.0, 0, 2000),
-            _row("hopper-medium-replay-v2", 3e-4, 1.0, False, "none", 4.0, 2, 2000),
-            _row("walker2d-medium-replay-v2", 3e-4, 1.0, False, "none", 4.0, 1, 2000),
-            _row("halfcheetah-medium-expert-v2", 3e-4, 1.0, False, "none", 7.0, 0, 2000),
-            _row("hopper-medium-expert-v2", 3e-4, 1.0, False, "none", 5.0, 2, 2000),
-            _row("walker2d-medium-expert-v2", 3e-4, 1.0, False, "none", 5.0, 1, 2000),
-            _row("antmaze-umaze-v0", 3e-4, 0.5, False, "cql_antmaze", 2.0, 2, 1000),
-            _row("antmaze-umaze-diverse-v0", 3e-4, 2.0, True, "cql_antmaze", 3.0, 2, 1000),
-            _row("antmaze-medium-play-v0", 1e-3, 2.0, True, "cql_antmaze", 2.0, 1, 1000),
-            _row("antmaze-medium-diverse-v0", 3e-4, 3.0, True, "cql_antmaze", 1.0, 1, 1000),
-            _row("antmaze-large-play-v0", 3e-4, 4.5, True, "cql_antmaze", 10.0, 2, 1000),
-            _row("antmaze-large-diverse-v0", 3e-4, 3.5, True, "cql_antmaze", 7.0, 1, 1000),
-            _row("kitchen-complete-v0", 3e-4, 0.005, False, "none", 9.0, 2, 250),
-            _row("kitchen-partial-v0", 3e-4, 0.005, False, "none", 10.0, 2, 1000),
-            _row("kitchen-mixed-v0", 3e-4, 0.005, False, "none", 10.0, 0, 1000),
-        ]
-    ),
+    datasets=dict(_row(*row) for row in TABLE),
+)
+
+
+def _budget_row(official: str, num_epochs: int) -> tuple[str, Settings]:
+    """``budget=paper`` on one row's dataset: ``num_epochs`` epochs of 1000 updates, evaluated
+    every 50 epochs on 10 episodes (``-v2`` data) or 100 (the others), as ``main.py``."""
+    dataset = _suite_id(official)
+    values = {
+        "train_steps": num_epochs * STEPS_PER_EPOCH,
+        "eval_every": EVAL_FREQ * STEPS_PER_EPOCH,
+        "eval_episodes": 10 if "v2" in official else 100,
+    }
+    return dataset, Settings(f"{OFFICIAL} (num_epochs, eval_freq, eval_episodes)", values)
+
+
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "default": Settings(
+            f"{OFFICIAL}: the locomotion rows' num_epochs, eval_freq and eval_episodes",
+            {"train_steps": 2_000_000, "eval_every": 50_000, "eval_episodes": 10},
+        )
+    },
+    datasets=dict(_budget_row(row[0], row[-1]) for row in TABLE),
 )
 
 
@@ -152,7 +193,7 @@ class Config:
     reward_norm: str | None = None  # reward transform: returns, minus_one, cql_antmaze or none
     grad_norm: float | None = None  # ``gn``: max gradient norm of actor and critic; <= 0: none
     top_k: int | None = None  # recorded only (official offline model selection)
-    num_epochs: int | None = None  # recorded only (the paper's budget, epochs of 1000 updates)
+    num_epochs: int | None = None  # T_max of the official LR schedule (epochs of 1000 updates)
     # critic
     critic_lr: float = 3e-4  # Adam learning rate of the twin critic
     discount: float = 0.99  # discount of the TD target
@@ -169,7 +210,7 @@ class Config:
     ema_start: int = 1000  # training steps before the EMA averages (it tracks the actor until then)
     ema_every: int = 5  # training steps between EMA updates
     # optimization
-    lr_decay: bool = True  # cosine decay of both learning rates to 0 over the run
+    lr_schedule: str = "official"  # official (CosineAnnealingLR per 50 epochs), cosine or constant
     batch_size: int = 256  # transitions per update
     # acting
     n_candidates: int = 50  # actions sampled per state, one drawn with probabilities softmax(Q)
@@ -180,7 +221,19 @@ def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
     cfg = fill(cfg, PAPER, info)
     check_choice("reward_norm", cfg.reward_norm, REWARD_NORMS)
     check_choice("beta_schedule", cfg.beta_schedule, tuple(SCHEDULES))
+    check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     return cfg
+
+
+def lr_factor(cfg: Config, train_steps: int) -> Callable[[int], float]:
+    """Multiplier of both learning rates per update: ``official``: ``CosineAnnealingLR(T_max=
+    num_epochs)`` stepped once per 50 epochs of 1000 updates (0.1% lower after 2M updates);
+    ``cosine``: to 0 over the run's ``train_steps``; ``constant``: 1."""
+    if cfg.lr_schedule == "official":
+        return stepped_cosine(cfg.num_epochs, EVAL_FREQ * STEPS_PER_EPOCH)
+    if cfg.lr_schedule == "cosine":
+        return cosine_decay(train_steps)
+    return lambda step: 1.0
 
 
 # ---------------------------------------------------------------------------------- networks
@@ -261,7 +314,7 @@ class Agent(Checkpointable):
         self.critic_params = list(self.critic.parameters())
         self.actor_optimizer = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=cfg.critic_lr, fused=True)
-        factor = cosine_decay(train_steps) if cfg.lr_decay else (lambda step: 1.0)
+        factor = lr_factor(cfg, train_steps)
         self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(self.actor_optimizer, factor)
         self.critic_schedule = torch.optim.lr_scheduler.LambdaLR(self.critic_optimizer, factor)
         self.diffusion = GaussianDiffusion(
@@ -348,3 +401,83 @@ class Agent(Checkpointable):
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """Diffusion-QL keeps no per-environment state."""
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+REPO = "Zhendong-Wang/Diffusion-Policies-for-Offline-RL"
+AGENT = f"{REPO} agents/ql_diffusion.py"
+HOPPER = f"{OFFICIAL} hyperparameters['hopper-medium-v2']"
+FIDELITY_TASKS = ("hopper-medium-v2",)
+FIDELITY = (
+    # per task
+    Official("eta", 1.0, HOPPER),
+    Official("actor_lr", 3e-4, HOPPER),
+    Official("max_q_backup", False, HOPPER),
+    Official("reward_norm", "none", f"{HOPPER} (reward_tune='no')"),
+    Official("grad_norm", 9.0, f"{HOPPER} (gn)"),
+    Official("top_k", 2, HOPPER),
+    Official("num_epochs", 2000, HOPPER),
+    # critic
+    Official("critic_lr", 3e-4, f"{AGENT} (critic_optimizer)"),
+    Official("discount", 0.99, OFFICIAL),
+    Official("tau", 0.005, OFFICIAL),
+    Official("critic_hidden", 256, f"{AGENT} (Critic)"),
+    Official("critic_depth", 3, f"{AGENT} (Critic)"),
+    Official(
+        "critic TD target",
+        "r + discount * (1 - done) * min(Q1', Q2') at an action of the EMA actor",
+        f"{AGENT} (train)",
+    ),
+    # diffusion actor
+    Official("n_diffusion_steps", 5, f"{OFFICIAL} (--T)"),
+    Official("beta_schedule", "vp", f"{OFFICIAL} (--beta_schedule)"),
+    Official("actor_hidden", 256, f"{REPO} agents/model.py (MLP)"),
+    Official("actor_depth", 3, f"{REPO} agents/model.py (MLP)"),
+    Official("time_dim", 16, f"{REPO} agents/model.py (MLP)"),
+    Official(
+        "diffusion parameterization",
+        "epsilon prediction; x0 clipped to the action box; posterior variance",
+        f"{REPO} agents/diffusion.py",
+    ),
+    Official(
+        "actor loss",
+        "denoising loss + eta * (-mean(Q_i) / mean|Q_j|), one head i at random per step",
+        f"{AGENT} (train)",
+    ),
+    Official("ema_decay", 0.995, f"{AGENT} (ema_decay)"),
+    Official("ema_start", 1000, f"{AGENT} (step_start_ema)"),
+    Official("ema_every", 5, f"{AGENT} (update_ema_every)"),
+    Official(
+        "EMA before ema_start",
+        "the copy stays at its initialization",
+        f"{AGENT} (step_ema)",
+        "the first 1000 TD targets then use the live actor's actions, not an untrained model's",
+        ours="the copy follows the live actor",
+    ),
+    # optimization
+    Official("lr_schedule", "official", f"{AGENT} (CosineAnnealingLR, stepped per train() call)"),
+    Official("batch_size", 256, f"{OFFICIAL} (--batch_size)"),
+    Official(
+        "observation normalization",
+        "none",
+        f"{REPO} utils/data_sampler.py",
+        "the suite's convention for every actor-critic (z-scores with the dataset statistics)",
+        ours="z-scores with the dataset's mean and std",
+    ),
+    # acting and evaluation
+    Official("n_candidates", 50, f"{AGENT} (sample_action)"),
+    Official(
+        "action selection",
+        "a candidate drawn with probabilities softmax(min(Q1', Q2')) of the target critic",
+        f"{AGENT} (sample_action)",
+    ),
+    Official(
+        "model selection",
+        "offline: the evaluation at the top_k-th smallest BC loss; online (the README's "
+        "'optimal results'): the best evaluation",
+        f"{OFFICIAL} (--ms)",
+        "the harness reports every algorithm alike; the best one is the online selection",
+        ours="the final evaluation, and the best periodic one beside it",
+    ),
+)

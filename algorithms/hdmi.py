@@ -15,14 +15,18 @@ extraction and the transformer goal diffuser; everything below is our choice whe
   loops and dithering of sub-optimal data are cut; the subgoals are the path's nodes every ``K``
   hops (the last node repeated once the path ends). With radius 0 (locomotion) this is the
   fixed-interval heuristic; the segment sampler's padding (repeated last state) collapses into
-  one hop. The paper searches over the whole dataset's states; the harness gives the agent
-  windows, so the search runs inside each window;
+  one hop. Not the paper's extraction, which searches over the whole dataset's states: its
+  procedure could not be followed faithfully (HDMI has no public code, and the copy of the paper
+  reachable here gives its abstract only, so the graph, distance and search are unknown to us),
+  and the agent sees sampled windows, not the dataset; so ours stays the default, and on
+  locomotion (radius 0) it is fixed-interval subgoals;
 - the goal diffuser: M + 1 = 9 subgoal tokens (full planned states), the first one inpainted
   with the current state (and on mazes the last one's position with the goal), a pre-norm
   transformer encoder (4 layers, width 128, 4 heads) with the diffusion-step and return
-  embeddings as two extra tokens; returns-to-go scaled as Decision Diffuser's (see
-  :func:`algorithms.common.planning.returns_scale`), dropped with probability 0.25, guidance
-  weight 1.2, target return 0.9, temperature 0.5 (Decision Diffuser's official values);
+  embeddings as two extra tokens; returns-to-go scaled by the rule behind Decision Diffuser's
+  hand-set scale (:func:`algorithms.common.planning.returns_scale`, on every task), without a
+  termination penalty, dropped with probability 0.25, guidance weight 1.2, target return 0.9,
+  temperature 0.5 (Decision Diffuser's official values);
 - the trajectory diffuser: a temporal U-Net (dim 32, mults (1, 2, 4)) over ``K + 1`` states,
   conditioned on its two subgoals by inpainting both ends (as Diffuser conditions on start and
   goal), trained on random real ``K + 1``-step chunks of the window; the segments of one plan
@@ -35,9 +39,10 @@ extraction and the transformer goal diffuser; everything below is our choice whe
   losses, batch 64, EMA 0.995 (start 2000, every 10), as Decision Diffuser's code;
 - replanning: every step on locomotion, every ``K`` steps (each time a subgoal is due) on mazes;
   only the segments the agent executes before its next plan are filled in;
-- as in the suite's Decision Diffuser: states z-scored with the dataset statistics, predicted x0
-  clamped to +-5 z-scores, ``pointmaze-*`` goal dims not diffused, and on mazes a padded step
-  (past an episode's end) is the point at rest where the episode ended.
+- states z-scored with the dataset statistics, predicted x0 clamped to +-5 z-scores (Decision
+  Diffuser's official CDF normalizer is its option ``normalizer``, not taken over here),
+  ``pointmaze-*`` goal dims not diffused, and on mazes a padded step (past an episode's end) is
+  the point at rest where the episode ended.
 """
 
 from __future__ import annotations
@@ -51,14 +56,13 @@ import torch
 from torch import Tensor, nn
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
-from algorithms.common.defaults import PaperDefaults, Settings, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, fill
 from algorithms.common.diffusion import ClassifierFreeGuidance, GaussianDiffusion
 from algorithms.common.nets import EMA
 from algorithms.common.planning import (
     MAZE_POSITION,
     Constraints,
     InverseDynamics,
-    Normalizer,
     OpenLoopPlans,
     StateLayout,
     act_by_inverse_dynamics,
@@ -66,6 +70,7 @@ from algorithms.common.planning import (
     condition,
     dropped,
     guided,
+    make_normalizer,
     returns_scale,
     with_inpainting,
 )
@@ -118,7 +123,7 @@ class Config:
     target_return: float = 0.9  # normalized return planned for at acting time
     returns_scale: float | None = None  # returns-to-go divisor; None: from the dataset (docstring)
     discount: float = 0.99  # discount of the returns-to-go conditioned on
-    temperature: float = 0.5  # scale of the sampler's per-step noise (low-temperature sampling)
+    temperature: float = 0.5  # scale of the sampler's initial and per-step noise
     dim: int = 32  # trajectory U-Net: base channel width
     dim_mults: tuple[int, ...] = (1, 2, 4)  # trajectory U-Net: channel multipliers
     inv_hidden: int = 256  # hidden width of the 2-layer inverse-dynamics MLP
@@ -284,7 +289,7 @@ class Agent(Checkpointable):
         self.cfg = cfg = resolve(cfg, info, stats)
         self.info, self.device = info, torch.device(device)
         self.layout = StateLayout.from_info(info)
-        self.norm = Normalizer(stats, self.layout, self.device)
+        self.norm = make_normalizer("gaussian", stats, self.layout, self.device)
         self.horizon = cfg.n_subgoals * cfg.subgoal_interval
         self.data_spec = DataSpec(
             kind="segments",
@@ -428,3 +433,63 @@ class Agent(Checkpointable):
     def reset(self, done: np.ndarray | None = None) -> None:
         """Drop the plans of the environments flagged in ``done`` (all when None)."""
         self.plans.reset(done)
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+PAPER_SOURCE = "Li, Wang, Jin & Zha, ICML 2023 (PMLR 202:20035-20064); no public code"
+UNREAD = "not in a source we could read (no public code; the paper's appendix not at hand)"
+DD_CODE = "anuragajay/decision-diffuser code/config/locomotion_config.py"
+FIDELITY_TASKS = ("hopper-medium-v2", "maze2d-umaze-v1")
+
+
+def _ours(setting: str, why: str) -> Official:
+    """A Config field whose published value we could not read: ours and why."""
+    return Official(setting, UNREAD, PAPER_SOURCE, f"ours: {why}")
+
+
+FIDELITY = (
+    Official(
+        "subgoal extraction",
+        "planning-based, over the dataset's states (against sub-optimal data pollution)",
+        PAPER_SOURCE,
+        "the procedure could not be followed faithfully: no public code, and the copy of the "
+        "paper reachable here gives its abstract only; the agent also sees sampled windows, not "
+        "the dataset",
+        ours="fewest-hop path through each training window, shortcuts between steps within "
+        "shortcut_radius (0 on locomotion: fixed intervals)",
+    ),
+    Official(
+        "model hierarchy",
+        "a return-conditioned goal diffuser (transformer, classifier-free guidance) proposes "
+        "subgoals; a goal-conditioned trajectory diffuser fills the states between them; "
+        "inverse dynamics acts",
+        PAPER_SOURCE,
+    ),
+    _ours("n_subgoals", "8 subgoals after the current state"),
+    _ours(
+        "subgoal_interval",
+        "Diffuser's horizons split in 8: 32 = 8 x 4 (locomotion), 128 = 8 x 16 (umaze)",
+    ),
+    _ours("shortcut_radius", "0 on locomotion (fixed intervals), 0.2 between maze positions"),
+    _ours("n_diffusion_steps", f"Decision Diffuser's official 200 ({DD_CODE})"),
+    _ours("guidance_scale", f"Decision Diffuser's official 1.2 ({DD_CODE})"),
+    _ours("target_return", f"Decision Diffuser's official 0.9 ({DD_CODE} test_ret)"),
+    _ours("condition_dropout", f"Decision Diffuser's official 0.25 ({DD_CODE})"),
+    _ours("temperature", "Decision Diffuser's official 0.5 (its p_sample_loop)"),
+    _ours("goal_layers", "a 4-layer pre-norm transformer encoder"),
+    _ours("goal_width", "tokens of width 128"),
+    _ours("dim", "Diffuser's U-Net width 32 for the trajectory diffuser"),
+    _ours("dim_mults", "(1, 2, 4) for K + 1-step segments"),
+    _ours("inv_hidden", f"Decision Diffuser's official 256 ({DD_CODE} hidden_dim)"),
+    _ours("lr", f"Decision Diffuser's official 2e-4 ({DD_CODE})"),
+    _ours("batch_size", f"Decision Diffuser's official 32 x 2 ({DD_CODE})"),
+    _ours("replan_every", "a plan every step on locomotion, each time a subgoal is due on mazes"),
+    Official(
+        "state normalization",
+        UNREAD,
+        PAPER_SOURCE,
+        "ours: z-scores with the dataset statistics, predicted x0 clamped to +-5",
+        ours="z-scores, x0 clamped to +-5",
+    ),
+)

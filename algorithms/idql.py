@@ -6,21 +6,30 @@ independently, a DDPM behaviour policy on the dataset actions. To act, draw N ca
 from the diffusion policy and pick among them with the critic: the implicit actor of IQL is the
 behaviour policy reweighted by the critic, so re-ranking behaviour samples recovers it.
 
-Follows the official code (philippe-eecs/IDQL, ``ddpm_iql_learner.py`` and the launcher
-``train_ddpm_iql_offline.py``): T = 5 with the VP schedule, the LN-ResNet denoiser (3 residual
-blocks of width 256 with 4x expansion, LayerNorm, dropout 0.1, Mish), epsilon loss, Adam 3e-4
-with a cosine decay to 0 over the run's training steps for the actor (3e6 in the launcher), an
-EMA of the actor (rate 0.001) used for sampling, ancestral sampling with noise ``sqrt(beta_t)`` and each
-step's sample clipped to the action box, N = 64 candidates (the launcher's; it also evaluates
-16 and 256), and the offline evaluation's rule (``eval_actions``): the candidate with the
-largest target-critic min Q. ``selection="expectile"``
-instead samples a candidate with the paper's implicit-policy weights ``|tau - 1(Q < V)|``
-(``sample_implicit_policy``). Expectile 0.7 (locomotion) / 0.9 (antmaze) and the reward
-normalization of the official ``train_diffusion_offline.py`` are :data:`PAPER`.
+Follows the official code as it produced the paper's numbers: philippe-eecs/IDQL at commit
+9cc91a6 (April 2023; ``jaxrl5/agents/ddpm_iql/ddpm_iql_learner.py`` and the launcher
+``launcher/examples/train_ddpm_iql_offline.py``). Its offline loop draws 2048 transitions per
+iteration, takes an actor step on all 2048 and a second actor step on the empty slice
+``batch[2048:]`` (a zero gradient: Adam moves the weights by its momentum alone, and the
+learning-rate schedule and the actor's EMA advance once more), then V and Q steps on the first 256
+transitions, for 1.5M iterations; the actor's learning rate decays with a cosine to 0 over
+``decay_steps = 3e6`` actor optimizer steps, i.e. over the 1.5M iterations. The later commit
+7582571 (December 2023, "IDQL Bug Fixes and Simplification") trains actor, V and Q on the same
+512 transitions for 3M iterations, one actor step each; ``batch_size=512, critic_batch_size=512,
+empty_actor_step=False`` selects it (the decay horizon is the same 3e6). Also as the paper-era
+code: T = 5 with the VP schedule, the LN-ResNet denoiser (3 residual blocks of width 256 with 4x
+expansion, LayerNorm, dropout 0.1, Mish), epsilon loss, Adam 3e-4, an EMA of the actor (rate
+0.001, updated after each actor step) used for sampling, ancestral sampling with noise
+``sqrt(beta_t)`` and each step's sample clipped to the action box, N = 64 candidates (the
+launcher's training-time N; it also evaluates 16, 32, 128 and 256), and the offline evaluation's
+rule (``eval_actions``): the candidate with the largest target-critic min Q.
+``selection="expectile"`` instead samples a candidate with the paper's implicit-policy weights
+``|tau - 1(Q < V)|`` (``sample_implicit_policy``). Expectile 0.7 (locomotion) / 0.9 (antmaze)
+and the reward normalization of the official ``train_diffusion_offline.py`` are :data:`PAPER`;
+its budget (1.5M iterations, 50 episodes every 250k) is :data:`PAPER_BUDGET`.
 Differences and why:
-- one actor step on the same batch of 256 per critic step: the official loop draws 512
-  transitions, trains the critic on the first 256 and the actor on all 512, then takes a second
-  actor step on an empty slice (zero gradient, momentum only); the harness gives one batch;
+- every transition of the dataset is trained on: the official script holds out 5% for a
+  validation loss it only logs;
 - the time embedding is the suite's fixed sinusoidal one (then a 2-layer Mish MLP to 128, as
   the official), not learnable Fourier features; the loss is the per-element mean instead of
   the sum over action dimensions (a constant factor that Adam cancels);
@@ -44,7 +53,7 @@ from torch import Tensor, nn
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import IQLCritic
-from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, check_choice, fill
 from algorithms.common.diffusion import GaussianDiffusion
 from algorithms.common.nets import EMA, Mish, ObsNormalizer, SinusoidalEmbedding, gradient_step, mlp
 from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform
@@ -52,6 +61,7 @@ from algorithms.common.policies import ActionBox
 from algorithms.common.schedules import SCHEDULES, make_betas
 
 SELECTIONS = ("argmax", "expectile")
+PAPER_ERA = "philippe-eecs/IDQL@9cc91a6 launcher/examples/train_ddpm_iql_offline.py"
 
 PAPER = PaperDefaults(
     families={
@@ -72,6 +82,17 @@ PAPER = PaperDefaults(
 )
 
 
+# budget=paper: the paper-era launcher's length and evaluation, every task alike.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "default": Settings(
+            f"{PAPER_ERA} (max_steps=1500001, eval_interval=250000, eval_episodes=50)",
+            {"train_steps": 1_500_000, "eval_every": 250_000, "eval_episodes": 50},
+        )
+    }
+)
+
+
 @dataclass
 class Config:
     """Paper defaults; ``None`` takes the paper's value for the task family (:data:`PAPER`)."""
@@ -84,6 +105,7 @@ class Config:
     critic_hidden: int = 256  # width of the critic MLPs' hidden layers
     critic_depth: int = 2  # hidden layers of the critic MLPs
     reward_norm: str | None = None  # reward transform: returns, minus_one, cql_antmaze or none
+    critic_batch_size: int = 256  # the first this many transitions of each batch train V and Q
     # diffusion actor
     n_diffusion_steps: int = 5  # diffusion steps T of the noise schedule
     beta_schedule: str = "vp"  # noise schedule: vp, cosine or linear
@@ -91,9 +113,11 @@ class Config:
     actor_blocks: int = 3  # residual blocks of the denoiser
     actor_dropout: float = 0.1  # dropout rate at the input of every residual block
     time_dim: int = 64  # width of the sinusoidal diffusion-step embedding
-    actor_lr: float = 3e-4  # Adam learning rate of the denoiser (cosine decay to 0 over the run)
-    ema_decay: float = 0.999  # decay of the denoiser's EMA copy, which samples the actions
-    batch_size: int = 256  # transitions per update
+    actor_lr: float = 3e-4  # Adam learning rate of the denoiser (cosine decay to 0)
+    lr_decay_steps: int | None = 3_000_000  # actor optimizer steps of that decay; None: the run's
+    empty_actor_step: bool = True  # a second, zero-gradient actor step per update (paper-era code)
+    ema_decay: float = 0.999  # decay of the denoiser's EMA copy, updated after each actor step
+    batch_size: int = 2048  # transitions per update; the actor trains on all of them
     # acting
     n_candidates: int = 64  # actions sampled per state and ranked by the critic
     selection: str = "argmax"  # argmax: the largest Q; expectile: the implicit policy's weights
@@ -108,6 +132,11 @@ def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
     check_choice("reward_norm", cfg.reward_norm, REWARD_NORMS)
     check_choice("beta_schedule", cfg.beta_schedule, tuple(SCHEDULES))
     check_choice("selection", cfg.selection, SELECTIONS)
+    if cfg.critic_batch_size > cfg.batch_size:
+        raise ValueError(
+            f"algo.critic_batch_size={cfg.critic_batch_size} is not valid; valid: at most "
+            f"algo.batch_size={cfg.batch_size}"
+        )
     return cfg
 
 
@@ -153,6 +182,14 @@ class LNResNetDenoiser(nn.Module):
     def forward(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
         h = self.inp(torch.cat([a_t, obs, self.time(t)], dim=-1))
         return self.out(self.blocks(h))
+
+
+def actor_decay_steps(cfg: Config, train_steps: int) -> int:
+    """Actor optimizer steps over which its learning rate decays to 0: ``lr_decay_steps``, or,
+    when ``None``, the run's (``train_steps`` updates of one or two actor steps)."""
+    if cfg.lr_decay_steps is not None:
+        return cfg.lr_decay_steps
+    return train_steps * (2 if cfg.empty_actor_step else 1)
 
 
 # ---------------------------------------------------------------------------------- selection
@@ -216,11 +253,10 @@ class Agent(Checkpointable):
         ).to(self.device)
         self.ema = EMA(self.actor, decay=cfg.ema_decay)
         self.ema.model.eval()
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=cfg.actor_lr, fused=True
-        )
+        self.actor_params = list(self.actor.parameters())
+        self.actor_optimizer = torch.optim.Adam(self.actor_params, lr=cfg.actor_lr, fused=True)
         self.actor_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.actor_optimizer, cosine_decay(train_steps)
+            self.actor_optimizer, cosine_decay(actor_decay_steps(cfg, train_steps))
         )
         self.diffusion = GaussianDiffusion(
             make_betas(cfg.beta_schedule, cfg.n_diffusion_steps), variance="beta"
@@ -229,19 +265,37 @@ class Agent(Checkpointable):
 
     def _update_actor(self, obs: Tensor, unit_actions: Tensor) -> Tensor:
         """One step of the denoiser on the diffusion (behaviour-cloning) loss of the dataset's
-        actions in ``[-1, 1]``, then of its learning-rate decay and its EMA."""
+        actions in ``[-1, 1]``, then of its learning-rate decay and its EMA; with
+        ``empty_actor_step``, then :meth:`_empty_actor_step`."""
         loss = self.diffusion.loss(self.actor, unit_actions, obs)
         gradient_step(self.actor_optimizer, loss)
-        self.actor_schedule.step()
-        self.ema.update(self.actor)
+        self._after_actor_step()
+        if self.cfg.empty_actor_step:
+            self._empty_actor_step()
         return loss
 
+    def _empty_actor_step(self) -> None:
+        """The paper-era code's second actor step, on the empty slice ``batch[2048:]``: its
+        gradient is zero, so Adam moves the weights by its momentum alone (its moment estimates
+        decay); the schedule and the EMA advance as after any actor step."""
+        torch._foreach_zero_([p.grad for p in self.actor_params])
+        self.actor_optimizer.step()
+        self._after_actor_step()
+
+    def _after_actor_step(self) -> None:
+        self.actor_schedule.step()
+        self.ema.update(self.actor)
+
     def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One step of the IQL critic and, independently, one of the diffusion actor."""
+        """One step of the IQL critic on the batch's first ``critic_batch_size`` transitions and,
+        independently, of the diffusion actor on all of them."""
         obs = self.normalize(batch["observations"])
         next_obs = self.normalize(batch["next_observations"])
         reward = self.reward_scale * batch["rewards"] + self.reward_shift
-        info = self.critic.update(obs, batch["actions"], reward, next_obs, batch["terminals"])
+        n = self.cfg.critic_batch_size
+        info = self.critic.update(
+            obs[:n], batch["actions"][:n], reward[:n], next_obs[:n], batch["terminals"][:n]
+        )
         actor_loss = self._update_actor(obs, self.box.to_unit(batch["actions"]))
         self.step += 1
         return {**info, "actor_loss": actor_loss.detach()}
@@ -284,3 +338,92 @@ class Agent(Checkpointable):
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """IDQL keeps no per-environment state."""
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+LEARNER = "philippe-eecs/IDQL@9cc91a6 jaxrl5/agents/ddpm_iql/ddpm_iql_learner.py"
+SCRIPT = "philippe-eecs/IDQL@9cc91a6 examples/states/train_diffusion_offline.py"
+FIDELITY_TASKS = ("hopper-medium-v2",)
+FIDELITY = (
+    # critic
+    Official("expectile", 0.7, f"{PAPER_ERA} (critic_hyperparam)"),
+    Official("discount", 0.99, f"{LEARNER} (create)"),
+    Official("tau", 0.005, f"{LEARNER} (create)"),
+    Official("critic_lr", 3e-4, PAPER_ERA),
+    Official("critic_hidden", 256, f"{LEARNER} (critic_hidden_dims)"),
+    Official("critic_depth", 2, f"{LEARNER} (critic_hidden_dims)"),
+    Official("reward_norm", "returns", f"{SCRIPT} (normalize_returns)"),
+    Official("critic_batch_size", 256, f"{LEARNER} (update: batch[:256])"),
+    Official(
+        "critic TD target",
+        "r + discount * V(s') with V after this step's V update",
+        f"{LEARNER} (update_v, then update_q)",
+        "one V forward pass fewer per step (as CORL's IQL)",
+        ours="V(s') before this step's V update (one step stale)",
+    ),
+    # diffusion actor
+    Official("n_diffusion_steps", 5, PAPER_ERA),
+    Official("beta_schedule", "vp", PAPER_ERA),
+    Official("actor_hidden", 256, f"{LEARNER} (MLPResNet)"),
+    Official("actor_blocks", 3, PAPER_ERA),
+    Official("actor_dropout", 0.1, PAPER_ERA),
+    Official("time_dim", 64, f"{LEARNER} (create)"),
+    Official(
+        "diffusion-step embedding",
+        "learnable Fourier features, then MLP (128, 128) with Mish",
+        "philippe-eecs/IDQL@9cc91a6 jaxrl5/networks/diffusion.py (FourierFeatures)",
+        "the suite's shared embedding; the MLP after it is the official one",
+        ours="fixed sinusoidal features, then MLP (128, 128) with Mish",
+    ),
+    Official(
+        "denoising loss",
+        "epsilon prediction, squared error summed over action dimensions",
+        f"{LEARNER} (update_actor)",
+        "a constant factor (the action width) that Adam cancels",
+        ours="epsilon prediction, squared error averaged over action dimensions",
+    ),
+    Official("actor_lr", 3e-4, PAPER_ERA),
+    Official("lr_decay_steps", 3_000_000, f"{PAPER_ERA} (decay_steps)"),
+    Official("empty_actor_step", True, f"{LEARNER} (update: update_actor(batch[2048:]))"),
+    Official("ema_decay", 0.999, f"{PAPER_ERA} (actor_tau=0.001)"),
+    Official("batch_size", 2048, f"{PAPER_ERA} (batch_size)"),
+    Official(
+        "training data",
+        "95% of the dataset (5% held out for a logged validation loss)",
+        f"{SCRIPT} (ds.split(0.95))",
+        "the held-out loss is only logged; the suite trains every algorithm on all the data",
+        ours="all of the dataset",
+    ),
+    Official(
+        "observation normalization",
+        "none",
+        SCRIPT,
+        "the suite's convention for every actor-critic (z-scores with the dataset statistics)",
+        ours="z-scores with the dataset's mean and std",
+    ),
+    Official(
+        "network initialization",
+        "Xavier-uniform in the MLPs, Flax's default inside the residual blocks",
+        "philippe-eecs/IDQL@9cc91a6 jaxrl5/networks/mlp.py, resnet.py",
+        "every network of the suite starts from PyTorch's default initialization",
+        ours="PyTorch defaults",
+    ),
+    # acting
+    Official("n_candidates", 64, f"{PAPER_ERA} (training_time_inference_params N)"),
+    Official("selection", "argmax", f"{LEARNER} (eval_actions)"),
+    Official("ddpm_temperature", 1.0, f"{LEARNER} (create)"),
+    Official("clip_sampler", True, PAPER_ERA),
+    Official(
+        "action sampler",
+        "ancestral DDPM, noise sqrt(beta_t), each step clipped to [-1, 1], EMA actor",
+        "philippe-eecs/IDQL@9cc91a6 jaxrl5/networks/diffusion.py (ddpm_sampler)",
+    ),
+    Official(
+        "evaluation protocol",
+        "every 250k steps, 50 episodes, for N in (16, 32, 64, 128, 256) and the implicit policy",
+        SCRIPT,
+        "one N and one rule per run (algo.n_candidates, algo.selection sweep them)",
+        ours="periodic and final evaluation with N = 64, argmax Q",
+    ),
+)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import IQLCritic
-from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, check_choice, fill
 from algorithms.common.nets import ObsNormalizer, gradient_step
 from algorithms.common.offline import REWARD_NORMS, cosine_decay, reward_transform
 from algorithms.common.policies import TanhPolicy, act_deterministic
@@ -50,6 +50,22 @@ PAPER = PaperDefaults(
         "antmaze": Settings(
             "ikostrikov/implicit_q_learning configs/antmaze_config.py; train_offline.py rewards",
             {"expectile": 0.9, "beta": 10.0, "reward_norm": "minus_one"},
+        ),
+    }
+)
+
+
+# budget=paper: train_offline.py's flags; antmaze as the README runs it.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "default": Settings(
+            "ikostrikov/implicit_q_learning train_offline.py (max_steps, eval_interval, "
+            "eval_episodes)",
+            {"train_steps": 1_000_000, "eval_every": 5000, "eval_episodes": 10},
+        ),
+        "antmaze": Settings(
+            "ikostrikov/implicit_q_learning README.md (--eval_episodes=100 --eval_interval=100000)",
+            {"train_steps": 1_000_000, "eval_every": 100_000, "eval_episodes": 100},
         ),
     }
 )
@@ -163,3 +179,54 @@ class Agent(Checkpointable):
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """IQL keeps no per-environment state."""
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+REPO = "ikostrikov/implicit_q_learning"
+MUJOCO = f"{REPO} configs/mujoco_config.py"
+FIDELITY_TASKS = ("hopper-medium-v2",)
+FIDELITY = (
+    Official("expectile", 0.7, MUJOCO),
+    Official("beta", 3.0, f"{MUJOCO} (temperature)"),
+    Official("discount", 0.99, MUJOCO),
+    Official("tau", 0.005, MUJOCO),
+    Official("lr", 3e-4, f"{MUJOCO} (actor_lr, value_lr, critic_lr)"),
+    Official("batch_size", 256, f"{REPO} train_offline.py"),
+    Official("hidden", 256, f"{MUJOCO} (hidden_dims)"),
+    Official("depth", 2, f"{MUJOCO} (hidden_dims)"),
+    Official("reward_norm", "returns", f"{REPO} train_offline.py (normalize)"),
+    Official(
+        "value used by Q and the actor",
+        "V after this step's V update",
+        f"{REPO} learner.py (_update_jit)",
+        "one V forward pass fewer per step (as CORL's iql.py)",
+        ours="V before this step's V update (one step stale)",
+    ),
+    Official(
+        "actor learning-rate schedule",
+        "cosine decay to 0 over the run (max_steps); V and Q constant",
+        f"{REPO} learner.py (opt_decay_schedule='cosine')",
+    ),
+    Official(
+        "policy and actor loss",
+        "Gaussian, tanh mean, state-independent log-std clipped to [-5, 2]; weights exp(beta A) "
+        "clipped at 100",
+        f"{REPO} policy.py, actor.py",
+    ),
+    Official(
+        "observation normalization",
+        "none",
+        f"{REPO} train_offline.py",
+        "as CORL's iql.py: z-scores keep the networks' inputs in range on every task",
+        ours="z-scores with the dataset's mean and std",
+    ),
+    Official(
+        "network initialization",
+        "orthogonal (Flax, default_init)",
+        f"{REPO} common.py",
+        "every network of the suite starts from PyTorch's default initialization",
+        ours="PyTorch defaults",
+    ),
+    Official("evaluation actions", "the policy's mean (temperature 0)", f"{REPO} evaluation.py"),
+)

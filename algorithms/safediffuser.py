@@ -7,13 +7,22 @@ denoising step through a control barrier function: on the constrained state dims
 ``u_ref = x_prev - x_t`` is replaced by the closest ``u`` that satisfies the discrete-time CBF
 condition ``grad b(x_t) . u + k b(x_t) >= 0`` of every barrier, one tiny QP per planned state.
 
-Official code (Weixy21/SafeDiffuser, ``diffuser/models/diffusion.py``, maze2d-large), followed:
+Official code (Weixy21/SafeDiffuser ``diffuser/models/diffusion.py``: branch ``maze2d`` for the
+maze2d-large obstacles, branch ``locomotion`` for the torso-height ceilings, whose values
+``tasks.registry`` takes), followed:
 - ``p_sample`` proposes the usual DDPM step (noise included), then ``invariance*`` solves, per
   planned state (the plan reshaped to ``[horizon, ...]``), ``min ||u - u_ref||^2`` s.t.
   ``grad b . u + Lfb + k b >= 0`` (qpth ``G z <= h`` with ``G = -grad b``, ``h = Lfb + k b``),
-  ``k = 1``, with ``b`` and its gradient at ``x_t``; ``x_prev = x_t + u`` on the position dims,
-  the other dims keep the proposed step; ``apply_conditioning`` follows. Methods (``method``):
-- ``robust`` (RoS, ``invariance`` / ``invariance_cf``): ``b - 0.01`` ("robust term"), ``Lfb = 0``;
+  ``k = 1``, with ``b`` and its gradient at ``x_t``; ``x_prev = x_t + u`` on the constrained
+  dims, the other dims keep the proposed step; ``apply_conditioning`` follows. Methods
+  (``method``):
+- settings: Diffuser's, except on locomotion the locomotion branch's ``config/locomotion.py``
+  and ``scripts/plan_guided.py``: H = 600 for the model and the value, one plan per step
+  (``batch_size`` 1: nothing to rank), value discount 0.99, guide scale 0.001 on
+  hopper-medium-expert (its episodes last 500 steps: the harness's budget sets ours);
+- ``robust`` (RoS, ``invariance`` / ``invariance_cf``): ``b - margin``, ``Lfb = 0``; the margin
+  is the maze branch's "robust term" 0.01, and 0 on locomotion (the ceilings' ``invariance`` /
+  ``invariance_hopper`` leave it commented out);
 - ``relaxed`` (ReS, ``invariance_relax``): a slack ``r_i`` per barrier, ``z = [u, r]``, objective
   ``||u - u_ref||^2 + ||r||^2``, rows ``[-grad b_i, w e_i] z <= k (b_i - 0.01)``, i.e.
   ``grad b_i . u + k b_i - w r_i >= 0``, with ``w = 100`` while ``t >= 10`` (the constraint may
@@ -32,12 +41,15 @@ Official code (Weixy21/SafeDiffuser, ``diffuser/models/diffusion.py``, maze2d-la
 Differences and why:
 - barriers come from ``TaskInfo.barriers`` (any number, over any planned observation dims, used
   only through their methods ``dims``, ``value``, ``gradient`` and, to truncate,
-  ``boundary_point``), not two hard-coded obstacles; the QP's variables are the union of their
-  dims. ``b`` is evaluated on
-  unnormalized states (the dataset's mean / std) and the QP is solved in the planner's z-scored
-  coordinates, the gradient by the chain rule ``db/dz_d = db/ds_d * std_d`` (the official works in
-  its [-1, 1] limits-normalized coordinates, obstacle constants converted by hand), so the
-  objective's metric is the z-scored one;
+  ``boundary_point``), not hard-coded obstacles and heights; the QP's variables are the union of
+  their dims. ``b`` is evaluated on unnormalized states and the QP is solved in the planner's
+  normalized coordinates (Diffuser's: the [-1, 1] limits on mazes, z-scores on locomotion, as
+  the official's branches), the gradient by the chain rule ``db/dz_d = db/ds_d * scale_d``. The
+  official writes ``b`` in normalized coordinates with its constants converted by hand: the same
+  super-ellipse values, and for a ceiling ``(H - z) / std_z``, a positive multiple of ours, so
+  with the locomotion margin 0 the same constraint; the "complex" ceiling specification of the
+  locomotion branch (``invariance_cpx``: limit 1.6 / 1.4 with a ``-0.1`` term on the normalized
+  z-velocity) is not offered: it is defined in the normalized coordinates of its dataset;
 - the QP is solved exactly by active-set enumeration (:mod:`algorithms.common.qp`), not with
   qpth's interior-point solver (qpth pins ``numpy<2``) or the two-constraint closed form; same
   optimum. For convex keep-out barriers (super-ellipses) and the ceiling, ``k = 1`` makes the
@@ -63,7 +75,8 @@ Differences and why:
   violating candidate);
 - with ``ddim_steps`` the hooks act at every visited step ``t``; the ReS / TVS schedules use ``t``;
 - the margin, ``k``, ``w`` and ``t_bias`` apply to every barrier alike; the margin is in ``b``'s
-  units (level-set units for super-ellipses as the official, distance for a ceiling).
+  units (level-set units for super-ellipses as the official, distance for a ceiling, whose
+  official margin is 0).
 """
 
 from __future__ import annotations
@@ -77,25 +90,31 @@ import torch
 from torch import Tensor
 
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.defaults import Settings, check_choice
+from algorithms.common.defaults import Official, Settings, check_choice
 from algorithms.common.diffuser_core import (
     DIFFUSER_PAPER,
     DiffuserAgent,
     DiffuserConfig,
     PlanHooks,
     Projection,
+    diffuser_fidelity,
+    fidelity_rows,
     resolve_diffuser,
+    value_fidelity,
 )
-from algorithms.common.planning import Normalizer, StateLayout
+from algorithms.common.planning import AffineNormalizer, StateLayout
 from algorithms.common.qp import project_polyhedron
 
-# Diffuser's settings (the official SafeDiffuser trains Diffuser's maze2d model unchanged) plus the
-# safety filter's constants, the same for every task.
+_LOCOMOTION = "Weixy21/SafeDiffuser branch locomotion"
+
+# Diffuser's settings (the official SafeDiffuser trains Diffuser's models) plus the safety
+# filter's constants: the maze branch's; on locomotion the locomotion branch's margin, horizon
+# (600), single plan and value discount (0.99).
 PAPER = DIFFUSER_PAPER.extend(
     families={
         "default": Settings(
-            "Weixy21/SafeDiffuser diffuser/models/diffusion.py (invariance, invariance_relax, "
-            "invariance_time, GD)",
+            "Weixy21/SafeDiffuser branch maze2d diffuser/models/diffusion.py (invariance, "
+            "invariance_relax, invariance_time, GD)",
             {
                 "k": 1.0,
                 "robust_margin": 0.01,
@@ -105,8 +124,18 @@ PAPER = DIFFUSER_PAPER.extend(
                 "push_step": 2e-4,
                 "push_threshold": 0.1,
             },
+        ),
+        "locomotion": Settings(
+            f"{_LOCOMOTION} diffuser/models/diffusion.py (invariance, invariance_hopper: no "
+            "robust term), config/locomotion.py, scripts/plan_guided.py (batch_size 1)",
+            {"robust_margin": 0.0, "horizon": 600, "n_candidates": 1, "discount": 0.99},
+        ),
+    },
+    datasets={
+        "hopper-medium-expert-v2": Settings(
+            f"{_LOCOMOTION} config/locomotion.py hopper_medium_expert_v2", {"guide_scale": 0.001}
         )
-    }
+    },
 )
 METHODS = ("robust", "relaxed", "time-varying", "truncate", "gradient-push", "none")
 
@@ -163,7 +192,12 @@ class PlannedBarriers:
     """
 
     def __init__(
-        self, barriers: Sequence, layout: StateLayout, norm: Normalizer, obs_dim: int, act_dim: int
+        self,
+        barriers: Sequence,
+        layout: StateLayout,
+        norm: AffineNormalizer,
+        obs_dim: int,
+        act_dim: int,
     ):
         position = {d: i for i, d in enumerate(layout.state_idx)}
         unplanned = sorted({d for b in barriers for d in b.dims} - set(position))
@@ -172,9 +206,9 @@ class PlannedBarriers:
         self.barriers, self.obs_dim = tuple(barriers), obs_dim
         self.obs_dims = sorted({d for b in barriers for d in b.dims})
         states = [position[d] for d in self.obs_dims]
-        device = norm.s_std.device
+        device = norm.device
         self.columns = torch.tensor(states, device=device) + act_dim
-        self.mean, self.std = norm.s_mean[states], norm.s_std[states]
+        self.shift, self.scale = norm.s_shift[states], norm.s_scale[states]
         self.slots = [
             torch.tensor([self.obs_dims.index(d) for d in b.dims], device=device) for b in barriers
         ]
@@ -182,20 +216,20 @@ class PlannedBarriers:
     def observations(self, x: Tensor) -> Tensor:
         """Unnormalized observations ``[..., obs_dim]`` of transitions ``x`` on the barriers'
         dims; the other dims, which no barrier reads, are zero."""
-        values = x[..., self.columns] * self.std + self.mean
+        values = x[..., self.columns] * self.scale + self.shift
         dims = self.columns.new_tensor(self.obs_dims)
         return values.new_zeros(*values.shape[:-1], self.obs_dim).index_copy(-1, dims, values)
 
     def normalized(self, obs: Tensor) -> Tensor:
         """The barriers' dims of observations ``obs``, normalized as in a transition."""
-        return (obs[..., self.obs_dims] - self.mean) / self.std
+        return (obs[..., self.obs_dims] - self.shift) / self.scale
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
         obs = self.observations(x)
         values = torch.stack([b.value(obs) for b in self.barriers], dim=-1)
         zeros = obs.new_zeros(*obs.shape[:-1], len(self.obs_dims))
         rows = [
-            zeros.index_copy(-1, slots, b.gradient(obs) * self.std[slots])
+            zeros.index_copy(-1, slots, b.gradient(obs) * self.scale[slots])
             for b, slots in zip(self.barriers, self.slots, strict=True)
         ]
         return values, torch.stack(rows, dim=-2)
@@ -309,3 +343,110 @@ class Agent(DiffuserAgent):
         moves = torch.where(nonzero, cfg.push_step / torch.where(nonzero, grads, 1.0), 0.0)
         delta = (moves * first.unsqueeze(-1)).sum(-2)
         return x_prev.index_copy(-1, cols, x_prev[..., cols] + delta)
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+REPO = "Weixy21/SafeDiffuser"
+MAZE_BRANCH = f"{REPO} branch maze2d"
+MAZE_MODEL = f"{MAZE_BRANCH} diffuser/models/diffusion.py"
+LOCO_MODEL = f"{_LOCOMOTION} diffuser/models/diffusion.py"
+FIDELITY_TASKS = ("obstacles-maze2d-large-v1", "ceiling-hopper-medium-v2")
+MAZE_TASK, CEILING_TASK = FIDELITY_TASKS
+FIDELITY = (
+    *diffuser_fidelity(REPO),
+    *fidelity_rows(
+        MAZE_TASK,
+        f"{MAZE_BRANCH} config/maze2d.py (maze2d_large_v1 over the base), scripts/plan_maze2d.py",
+        {
+            "horizon": 384,
+            "n_diffusion_steps": 256,
+            "dim_mults": (1, 4, 8),
+            "attention": False,
+            "action_weight": 1.0,
+            "guided": False,
+            "n_candidates": 1,
+            "replan_every": 0,
+            "controller": "pd",
+            "normalizer": "limits",
+            "clip_denoised": True,
+            "padding": False,
+            "goal_exit_radius": 0.5,
+        },
+    ),
+    Official("termination_penalty", 0.0, f"{MAZE_BRANCH} config/maze2d.py (None)", task=MAZE_TASK),
+    *fidelity_rows(
+        MAZE_TASK,
+        f"{MAZE_MODEL} (p_sample: invariance_cf, RoS; invariance_relax, invariance_time, GD)",
+        {
+            "method": "robust",
+            "k": 1.0,
+            "robust_margin": 0.01,
+            "relax_weight": 100.0,
+            "relax_until": 10,
+            "t_bias": 5.0,
+            "push_step": 2e-4,
+            "push_threshold": 0.1,
+        },
+    ),
+    Official(
+        "time-varying barrier's Lfb",
+        "+s (1 - s)",
+        f"{MAZE_MODEL} (invariance_time)",
+        "the official sign loosens the row (its plans end at b >= -0.0033); b(x, t) falls as t "
+        "decreases, which the corrected sign anticipates",
+        ours="-s (1 - s)",
+        task=MAZE_TASK,
+    ),
+    *fidelity_rows(
+        CEILING_TASK,
+        f"{_LOCOMOTION} config/locomotion.py, scripts/plan_guided.py (batch_size 1)",
+        {
+            "horizon": 600,
+            "n_diffusion_steps": 20,
+            "dim_mults": (1, 2, 4, 8),
+            "attention": False,
+            "action_weight": 10.0,
+            "guided": True,
+            "discount": 0.99,
+            "n_candidates": 1,
+            "guide_scale": 0.1,
+            "t_stopgrad": 2,
+            "replan_every": 1,
+            "controller": "actions",
+            "normalizer": "gaussian",
+            "clip_denoised": False,
+            "termination_penalty": -100.0,
+            "padding": True,
+            "goal_exit_radius": 0.0,
+        },
+    ),
+    *value_fidelity(REPO, CEILING_TASK),
+    *fidelity_rows(
+        CEILING_TASK,
+        f"{LOCO_MODEL} (p_sample_loop: invariance_cf; invariance_hopper, no robust term)",
+        {"method": "robust", "k": 1.0, "robust_margin": 0.0},
+    ),
+    Official(
+        "ceiling height",
+        "torso height at most 1.5 (hopper), 1.3 (walker2d)",
+        f"{LOCO_MODEL} (invariance_hopper, invariance)",
+        task=CEILING_TASK,
+    ),
+    Official(
+        "value model's input normalization",
+        "limits ('values' LimitsNormalizer) while the diffuser samples in z-scores",
+        f"{_LOCOMOTION} config/locomotion.py",
+        "one normalization for the segments the value learns on and the samples it guides",
+        ours="the diffuser's z-scores",
+        task=CEILING_TASK,
+    ),
+    Official(
+        "QP solver",
+        "qpth's interior-point QPFunction, or a closed form for one or two barriers (_cf)",
+        MAZE_MODEL,
+        "qpth pins numpy<2; the exact active-set solution is the same optimum for any number "
+        "of barriers",
+        ours="exact active-set enumeration (algorithms.common.qp)",
+    ),
+)

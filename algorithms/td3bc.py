@@ -11,6 +11,10 @@ Differences from the official code (sfujim/TD3_BC) and why:
   computes, then discards, critic gradients): same result, less arithmetic;
 - noise scales and the tanh output are expressed in half-widths of ``[action_low, action_high]``
   (the official code multiplies by ``max_action``; identical for symmetric boxes).
+- observations are divided by ``max(std, 1e-3)``, the suite's dataset statistics that every
+  algorithm shares, where the official code divides by ``std + 1e-3`` (divisors within 1e-3);
+- the harness scores the final evaluation (and reports the best periodic one); the paper's score
+  is the mean of the final 10 evaluations, 5000 steps apart.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import Tensor
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.critics import TwinQ, twin_q_loss
-from algorithms.common.defaults import PaperDefaults, Settings, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, fill
 from algorithms.common.nets import ObsNormalizer, RandomStream, gradient_step, soft_update
 from algorithms.common.policies import TanhPolicy, act_deterministic
 
@@ -32,6 +36,17 @@ from algorithms.common.policies import TanhPolicy, act_deterministic
 PAPER = PaperDefaults(
     families={
         "default": Settings("Fujimoto & Gu 2021, Table 4; sfujim/TD3_BC main.py: every task", {})
+    }
+)
+
+
+# budget=paper: main.py's flags, every task alike.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "default": Settings(
+            "sfujim/TD3_BC main.py (max_timesteps, eval_freq, eval_episodes)",
+            {"train_steps": 1_000_000, "eval_every": 5000, "eval_episodes": 10},
+        )
     }
 )
 
@@ -162,3 +177,48 @@ class Agent(Checkpointable):
 
     def reset(self, done: np.ndarray | None = None) -> None:
         """TD3+BC keeps no per-environment state."""
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+MAIN = "sfujim/TD3_BC main.py"
+NETS = "sfujim/TD3_BC TD3_BC.py"
+FIDELITY_TASKS = ("hopper-medium-v2",)
+FIDELITY = (
+    Official("alpha", 2.5, MAIN),
+    Official("discount", 0.99, MAIN),
+    Official("tau", 0.005, MAIN),
+    Official("policy_noise", 0.2, MAIN),
+    Official("noise_clip", 0.5, MAIN),
+    Official("policy_freq", 2, MAIN),
+    Official("actor_lr", 3e-4, f"{NETS} (actor_optimizer)"),
+    Official("critic_lr", 3e-4, f"{NETS} (critic_optimizer)"),
+    Official("batch_size", 256, MAIN),
+    Official("hidden", 256, f"{NETS} (Actor, Critic)"),
+    Official("depth", 2, f"{NETS} (Actor, Critic)"),
+    Official(
+        "critic TD target",
+        "r + discount * (1 - done) * min(Q1', Q2') at the target actor's action plus clipped noise",
+        f"{NETS} (train)",
+    ),
+    Official(
+        "actor loss",
+        "-lambda * mean Q1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q1| (detached)",
+        f"{NETS} (train)",
+    ),
+    Official(
+        "observation normalization",
+        "(s - mean) / (std + 1e-3)",
+        "sfujim/TD3_BC utils.py (normalize_states)",
+        "the dataset statistics every algorithm shares; the divisors differ by at most 1e-3",
+        ours="(s - mean) / max(std, 1e-3)",
+    ),
+    Official(
+        "evaluation protocol",
+        "deterministic actions; the paper's score is the mean of the final 10 evaluations (10 "
+        "episodes each, every 5000 steps)",
+        MAIN,
+        "the suite scores every algorithm alike: one final evaluation (the budget rows)",
+        ours="deterministic actions; the final evaluation, the best periodic one beside it",
+    ),
+)

@@ -17,6 +17,11 @@ family in :data:`PAPER` (Diffuser's settings extended):
   the same network with discount 0.997, ``cost_grad_weight`` 5; the safe control tasks (kind ``safe``:
   safe-pendulum, safe-reacher) take ``config/toy_safe_env.py``: the same model, 128 candidates,
   value discount 0.99, ``cost_grad_weight`` 20 (its ``test_cost_toyenv.sh`` runs 1000);
+- terminal penalties (``config/locomotion.py``; the segment sampler applies them, as this agent's
+  ``DataSpec`` declares): the reward values' targets get -100 (``termination_penalty``) and the
+  cost values' +100 (``cost_termination_penalty``) on the step where an episode terminates, so a
+  plan that falls is expensive, not cheap, under a velocity budget; none on the safe control
+  tasks (``config/toy_safe_env.py``: 0);
 - guidance (``diffuser/sampling/functions.py``, ``n_step_guided_and_constrained_p_sample``,
   ``guide_type`` 0): for t >= t_stopgrad, n_guide_steps times,
   ``w = cost_grad_weight * exp(clamp((C - thr) / thr, 0, 1))``,
@@ -35,9 +40,8 @@ TREBI uses its value discount (``discount``) for both, which is ``TaskInfo.cost_
 (discount 1) where the official trains cost values with 0.99 and rescales an undiscounted budget
 to them.
 Differences and why:
-- all of Diffuser's (see its docstring): z-scored data, the harness's padded segment windows, no
-  termination penalty (official -100 on rewards, +100 on costs: the segment sampler's targets
-  carry none), reward and cost values trained alongside the diffuser in every ``update`` (official:
+- all of Diffuser's (see its docstring): the harness's padded segment windows (repeats, not
+  zeros), reward and cost values trained alongside the diffuser in every ``update`` (official:
   three separate runs);
 - thresholds are per environment, ``[n_envs]`` broadcast over each env's plans, so one batched
   denoising pass plans for every evaluation env under its own remaining budget (the official
@@ -51,6 +55,7 @@ Differences and why:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,15 +63,18 @@ import torch
 from torch import Tensor
 
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.defaults import Settings
+from algorithms.common.defaults import Official, Settings
 from algorithms.common.diffuser_core import (
     DIFFUSER_PAPER,
     DiffuserAgent,
     DiffuserConfig,
     PlanHooks,
+    diffuser_fidelity,
+    fidelity_rows,
     make_value,
     optimize,
     resolve_diffuser,
+    value_fidelity,
     value_loss,
 )
 
@@ -78,12 +86,24 @@ _OFFICIAL = "qianlin04/Safe-offline-RL-with-diffusion-model"
 PAPER = DIFFUSER_PAPER.extend(
     families={
         "default": Settings(
-            f"{_OFFICIAL} config/locomotion.py ('plan' cost_grad_weight)",
-            {"discount": 0.997, "cost_grad_weight": 5.0},
+            f"{_OFFICIAL} config/locomotion.py ('plan' cost_grad_weight; 'values' and "
+            "'cost_values' termination_penalty)",
+            {
+                "discount": 0.997,
+                "cost_grad_weight": 5.0,
+                "termination_penalty": -100.0,
+                "cost_termination_penalty": 100.0,
+            },
         ),
         "safe": Settings(
             f"{_OFFICIAL} config/toy_safe_env.py",
-            {"n_candidates": 128, "discount": 0.99, "cost_grad_weight": 20.0},
+            {
+                "n_candidates": 128,
+                "discount": 0.99,
+                "cost_grad_weight": 20.0,
+                "termination_penalty": 0.0,
+                "cost_termination_penalty": 0.0,
+            },
         ),
     }
 )
@@ -95,6 +115,7 @@ class Config(DiffuserConfig):
 
     cost_grad_weight: float | None = None  # weight of the cost gradient on plans over budget
     cost_value_lr: float = 2e-4  # Adam learning rate of the cost value ('cost_values')
+    cost_termination_penalty: float | None = None  # added to terminal costs of the cost targets
 
 
 def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
@@ -192,6 +213,10 @@ class Agent(DiffuserAgent):
         train_steps: int,
     ):
         super().__init__(resolve(cfg, info, stats), info, stats, device, extra=("costs",))
+        # A fall costs: the cost targets carry the penalty on terminal steps (official +100).
+        self.data_spec = dataclasses.replace(
+            self.data_spec, terminal_cost=self.cfg.cost_termination_penalty
+        )
         self.cost_value, self.cost_value_ema, self.cost_value_optimizer = make_value(
             self.cfg, self.planner.transition_dim, self.cfg.cost_value_lr, self.device
         )
@@ -248,3 +273,85 @@ class Agent(DiffuserAgent):
         """Drop the flagged environments' plans (all when None); they get the whole budget."""
         super().reset(done)
         self.budget.reset(done)
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+FIDELITY_TASKS = ("velocity-hopper-medium-v2", "safe-pendulum")
+VELOCITY_TASK, PENDULUM_TASK = FIDELITY_TASKS
+_LOCOMOTION = f"{_OFFICIAL} config/locomotion.py ('diffusion', 'values', 'cost_values', 'plan')"
+_TOY = f"{_OFFICIAL} config/toy_safe_env.py"
+_PLANNER = {
+    "horizon": 32,
+    "n_diffusion_steps": 20,
+    "dim_mults": (1, 2, 4, 8),
+    "attention": False,
+    "action_weight": 10.0,
+    "guided": True,
+    "guide_scale": 0.1,
+    "t_stopgrad": 2,
+    "replan_every": 1,
+    "controller": "actions",
+    "normalizer": "gaussian",
+    "clip_denoised": False,
+    "padding": True,
+    "goal_exit_radius": 0.0,
+}
+FIDELITY = (
+    *diffuser_fidelity(_OFFICIAL),
+    Official("cost_value_lr", 2e-4, f"{_OFFICIAL} config/locomotion.py ('cost_values')"),
+    *fidelity_rows(
+        VELOCITY_TASK,
+        _LOCOMOTION,
+        {
+            **_PLANNER,
+            "n_candidates": 64,
+            "discount": 0.997,
+            "cost_grad_weight": 5.0,
+            "termination_penalty": -100.0,
+            "cost_termination_penalty": 100.0,
+        },
+    ),
+    *value_fidelity(_OFFICIAL, VELOCITY_TASK),
+    *fidelity_rows(
+        PENDULUM_TASK,
+        _TOY,
+        {
+            **_PLANNER,
+            "n_candidates": 128,
+            "discount": 0.99,
+            "cost_grad_weight": 20.0,
+            "termination_penalty": 0.0,
+            "cost_termination_penalty": 0.0,
+        },
+    ),
+    *value_fidelity(_OFFICIAL, PENDULUM_TASK),
+    Official(
+        "cost guidance",
+        "for t >= t_stopgrad: grad = dV/dx - w 1[C > thr] dC/dx, w = cost_grad_weight "
+        "exp(clamp((C - thr) / thr, 0, 1))",
+        f"{_OFFICIAL} diffuser/sampling/functions.py (n_step_guided_and_constrained_p_sample, "
+        "guide_type 0)",
+    ),
+    Official(
+        "plan choice",
+        "the best value among plans with C <= thr (others minus 1e8), else the lowest C",
+        f"{_OFFICIAL} diffuser/sampling/functions.py",
+    ),
+    Official(
+        "cost thresholds",
+        "one scalar for the one env planned: (budget - discounted cost spent) / gamma^t",
+        f"{_OFFICIAL} scripts/plan_cost_guided.py",
+        "one batched pass plans every evaluation env, each under its own remaining budget",
+        ours="the same per env, [n_envs]",
+    ),
+    Official(
+        "budget units on the safe control tasks",
+        "cost values discounted by 0.99; an undiscounted budget rescaled to them",
+        _TOY,
+        "the suite's budget on these tasks is on the plain sum (TaskInfo.cost_discount 1), which "
+        "the cost values then use",
+        ours="cost values and budget both on the plain sum",
+        task=PENDULUM_TASK,
+    ),
+)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from algorithms.common.contract import TRANSITION_FIELDS, DatasetStats, DataSpec
+from algorithms.common.contract import TRANSITION_FIELDS, DatasetStats, DataSpec, GoalExits
 from tasks.spec import Dataset
 
 MIN_STD = 1e-3  # floor for per-dimension std so constant dimensions do not blow up normalization
+N_QUANTILES = 1001  # per-dimension quantiles in DatasetStats: every 0.1% of the data
 
 
 def episode_returns(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -37,7 +38,15 @@ def compute_stats(dataset: Dataset) -> DatasetStats:
         return_max=float(returns.max()),
         n_transitions=len(dataset),
         n_episodes=len(returns),
+        obs_quantiles=quantiles(a["observations"]),
+        act_quantiles=quantiles(a["actions"]),
     )
+
+
+def quantiles(values: np.ndarray) -> np.ndarray:
+    """``[N_QUANTILES, dim]`` per-dimension quantiles at ``linspace(0, 1, N_QUANTILES)``."""
+    probs = np.linspace(0.0, 1.0, N_QUANTILES)
+    return np.quantile(values, probs, axis=0).astype(np.float32)
 
 
 def discounted_returns_to_go(rewards: np.ndarray, ends: np.ndarray, discount: float) -> np.ndarray:
@@ -51,6 +60,29 @@ def discounted_returns_to_go(rewards: np.ndarray, ends: np.ndarray, discount: fl
             rtg[t] = acc
         start = end
     return rtg.astype(np.float32)
+
+
+def penalized(values: np.ndarray, terminals: np.ndarray, penalty: float) -> np.ndarray:
+    """``values`` with ``penalty`` added on terminal steps (Diffuser's ``termination_penalty``)."""
+    if penalty == 0.0:
+        return values
+    return values + penalty * terminals.astype(values.dtype)
+
+
+def goal_exit_ends(arrays: dict[str, np.ndarray], ends: np.ndarray, exits: GoalExits) -> np.ndarray:
+    """Exclusive episode ends under ``exits`` (:class:`GoalExits`): after every step at the goal
+    whose next step is not, and at the dataset's ends where the position jumps; the last step."""
+    dims = list(exits.dims)
+    pos = arrays["observations"][:, dims]
+    goal = arrays["observations"][:, list(exits.goal_dims)] if exits.goal_dims else exits.goal
+    at_goal = np.linalg.norm(pos - np.asarray(goal, dtype=pos.dtype), axis=-1) < exits.radius
+    cut = np.zeros(len(pos), dtype=bool)
+    cut[:-1] = at_goal[:-1] & ~at_goal[1:]
+    inner = ends[ends < len(pos)] - 1  # dataset episode ends with a following step
+    jumps = ~np.isclose(arrays["next_observations"][inner][:, dims], pos[inner + 1], atol=1e-5)
+    cut[inner[jumps.any(-1)]] = True
+    cut[-1] = True
+    return np.flatnonzero(cut) + 1
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -78,35 +110,64 @@ class TransitionSampler:
 class SegmentSampler:
     """Uniform batches of ``horizon``-step windows inside one episode each.
 
-    A window may start at any step of an episode; steps past the episode's end repeat its last
-    step and carry ``mask = 0`` (Diffuser pads the same way, with zeros instead of repeats).
-    Each batch holds ``[B, H, ...]`` for the transition fields, the extras, ``returns_to_go``
-    (discounted, from each step to its episode's end), ``costs_to_go`` when ``costs`` is an extra,
-    and ``mask``.
+    With ``spec.padding`` a window may start at any step of an episode; steps past the
+    episode's end repeat its last step and carry ``mask = 0`` (Diffuser pads the same way, with
+    zeros instead of repeats). Without, windows start only where they fit whole in their
+    episode, each such window equally likely. Episodes are the dataset's, or those
+    ``spec.goal_exits`` cuts. Each batch holds ``[B, H, ...]`` for the transition fields, the
+    extras, ``returns_to_go`` (discounted, from each step to its episode's end, with
+    ``spec.terminal_reward`` on terminal steps), ``costs_to_go`` when ``costs`` is an extra (with
+    ``spec.terminal_cost``), and ``mask``.
     """
 
     def __init__(self, dataset: Dataset, spec: DataSpec, device: torch.device, seed: int):
+        arrays = dict(dataset.arrays)
         ends = dataset.episode_ends()
+        if spec.goal_exits is not None:
+            ends = goal_exit_ends(arrays, ends, spec.goal_exits)
         starts = np.r_[0, ends[:-1]]
         lengths = ends - starts
         self.episode_end = _to_device(np.repeat(ends, lengths).astype(np.int64), device)
-        arrays = dict(dataset.arrays)
-        arrays["returns_to_go"] = discounted_returns_to_go(arrays["rewards"], ends, spec.discount)
+        terminals = arrays["terminals"]
+        rewards = penalized(arrays["rewards"], terminals, spec.terminal_reward)
+        arrays["returns_to_go"] = discounted_returns_to_go(rewards, ends, spec.discount)
         fields = (*TRANSITION_FIELDS, *spec.extra, "returns_to_go")
         if "costs" in spec.extra:
             gamma = spec.discount if spec.cost_discount is None else spec.cost_discount
-            arrays["costs_to_go"] = discounted_returns_to_go(arrays["costs"], ends, gamma)
+            costs = penalized(arrays["costs"], terminals, spec.terminal_cost)
+            arrays["costs_to_go"] = discounted_returns_to_go(costs, ends, gamma)
             fields += ("costs_to_go",)
         self.tensors = {f: _to_device(arrays[f], device) for f in fields}
+        self.starts = None  # None: any step starts a window
+        if not spec.padding:
+            self.starts = _to_device(self._whole_window_starts(starts, ends, spec), device)
         self.n = len(dataset)
         self.batch_size = spec.batch_size
         self.offsets = torch.arange(spec.horizon, device=device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
+    @staticmethod
+    def _whole_window_starts(starts: np.ndarray, ends: np.ndarray, spec: DataSpec) -> np.ndarray:
+        """Every step where a ``horizon``-step window fits inside its episode."""
+        last = ends - spec.horizon  # the last start that fits, per episode
+        keep = last >= starts
+        if not keep.any():
+            raise ValueError(
+                f"no episode holds a whole window of {spec.horizon} steps (padding=False); the "
+                f"longest has {int((ends - starts).max())}"
+            )
+        ranges = [np.arange(a, b + 1) for a, b in zip(starts[keep], last[keep], strict=True)]
+        return np.concatenate(ranges).astype(np.int64)
+
     def sample(self) -> dict[str, torch.Tensor]:
-        start = torch.randint(
-            self.n, (self.batch_size,), device=self.generator.device, generator=self.generator
-        )
+        gen = self.generator
+        if self.starts is None:
+            start = torch.randint(self.n, (self.batch_size,), device=gen.device, generator=gen)
+        else:
+            pick = torch.randint(
+                len(self.starts), (self.batch_size,), device=gen.device, generator=gen
+            )
+            start = self.starts[pick]
         idx = start[:, None] + self.offsets
         last = self.episode_end[start][:, None] - 1
         batch = {k: v[torch.minimum(idx, last)] for k, v in self.tensors.items()}

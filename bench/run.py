@@ -33,6 +33,7 @@ from rich.console import Console
 
 import algorithms
 from algorithms.common.contract import TaskInfo
+from algorithms.common.defaults import paper_budget
 from bench.checks import ConfigError, check_run_config
 from bench.data import compute_stats, make_sampler
 from bench.evaluate import DivergenceError, EvalResult, evaluate
@@ -170,6 +171,28 @@ def safety_record(spec: TaskSpec, dataset: Dataset, overrides: dict) -> SafetyIn
     )
 
 
+def apply_paper_budget(cfg: dict, algo: str, budget: str) -> dict:
+    """``cfg`` with ``budget=paper``'s open knobs (``null`` in ``conf/budget/paper.yaml``) set to
+    the algorithm's published budget on the task (its ``PAPER_BUDGET``); other budgets, and knobs
+    set on the command line, are left as they are."""
+    if budget != "paper":
+        return cfg
+    module = algorithms.load(algo)
+    if not hasattr(module, "PAPER_BUDGET"):
+        raise ConfigError(f"budget=paper: algorithms.{algo} publishes no PAPER_BUDGET")
+    published = paper_budget(module.PAPER_BUDGET, get_task(cfg["task"]))
+    train, evaluation = dict(cfg["train"]), dict(cfg["eval"])
+    for section, key, value in (
+        (train, "steps", published["train_steps"]),
+        (train, "eval_every", published["eval_every"]),
+        (evaluation, "episodes", published["eval_episodes"]),
+        (evaluation, "periodic_episodes", published["eval_episodes"]),
+    ):
+        if section.get(key) is None:
+            section[key] = value
+    return {**cfg, "train": train, "eval": evaluation}
+
+
 def build_agent(module, algo_cfg: DictConfig, info: TaskInfo, dataset: Dataset, device, steps: int):
     """``module.Agent`` built from its resolved Config (contract: ``resolve``, then ``Agent``) and
     told the run's ``steps``; returns ``(agent, resolved config)``."""
@@ -227,10 +250,12 @@ class Trainer:
     """Owns one run: training loop, periodic evaluation, checkpoints and the record."""
 
     def __init__(self, cfg: dict, algo: str, budget: str, algo_cfg: DictConfig):
-        self.cfg, self.algo, self.budget, self.algo_cfg = cfg, algo, budget, algo_cfg
+        # Whoever names the run's directory (bench.sweep too) sees the published budget's steps.
+        self.cfg = apply_paper_budget(cfg, algo, budget)
+        self.algo, self.budget, self.algo_cfg = algo, budget, algo_cfg
         self.params = OmegaConf.to_container(algo_cfg, resolve=True)
-        self.dir = run_directory(cfg, algo, self.params)
-        self.device = resolve_device(cfg["device"])
+        self.dir = run_directory(self.cfg, algo, self.params)
+        self.device = resolve_device(self.cfg["device"])
         self.record: RunRecord | None = None  # set once the agent is built, or from a checkpoint
 
     # -- state -------------------------------------------------------------------------------
@@ -440,6 +465,7 @@ def run(cfg: DictConfig, algo: str, budget: str) -> dict:
     plain = OmegaConf.to_container(cfg, resolve=True)
     algo_cfg = cfg.algo
     plain.pop("algo")
+    plain = apply_paper_budget(plain, algo, budget)
     check_run_config(plain)
     cores = claim_cores(plain["threads"], log=console.print)
     try:

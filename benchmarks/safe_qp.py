@@ -3,9 +3,10 @@ a whole plan, as tables.
 
     python -m benchmarks.safe_qp [--device cpu|cuda] [--threads 1] [--repeats 5]
 
-Table 1, one denoising step at the official sizes: ``maze2d-large`` (1 env x 1 plan x horizon
-384, SafeDiffuser's two obstacles) and ``ceiling-hopper`` (50 envs x 64 plans x horizon 32,
-Diffuser's locomotion sizes, one torso-height ceiling). ``filter ms`` is the whole hook (barrier
+Table 1, one denoising step: ``maze2d-large`` (1 env x 1 plan x horizon 384, SafeDiffuser's
+official size and two obstacles) and ``ceiling-hopper`` (50 envs x 64 plans x horizon 32,
+Diffuser's locomotion sizes; SafeDiffuser's own locomotion branch plans 1 x 600; one
+torso-height ceiling). ``filter ms`` is the whole hook (barrier
 values and gradients at every planned state, the QP, writing the step back), ``QP ms`` the
 solver alone on the same problems; the relaxed filter is timed at a step that relaxes (its QP
 has the slack variables). Random normalized states stand in for a sample; the cost does not
@@ -56,9 +57,12 @@ class Case:
 
 
 def make_stats(mean: list[float], std: list[float], act_dim: int) -> DatasetStats:
+    """Statistics of data spread uniformly over mean +- 2 std (actions over [-1, 1])."""
+    mean_, std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    unit = np.linspace(-1.0, 1.0, 1001, dtype=np.float32)[:, None]
     return DatasetStats(
-        np.asarray(mean, np.float32),
-        np.asarray(std, np.float32),
+        mean_,
+        std_,
         np.zeros(act_dim, np.float32),
         np.ones(act_dim, np.float32),
         0.0,
@@ -67,6 +71,8 @@ def make_stats(mean: list[float], std: list[float], act_dim: int) -> DatasetStat
         1.0,
         1000,
         10,
+        obs_quantiles=mean_ + 2 * std_ * unit,
+        act_quantiles=np.repeat(unit, act_dim, axis=1),
     )
 
 

@@ -197,9 +197,11 @@ POINTMAZE_LARGE_OBSTACLES = (
 )
 # Ours: a disc of radius 0.3 at the centre of the U-maze's bend cell (row 2, column 3).
 POINTMAZE_UMAZE_OBSTACLES = (SuperEllipse(dims=(0, 1), center=(1.0, 0.0), radii=(0.3, 0.3)),)
-# Torso height (observation dim 0 = rootz) ceilings. The paper's values are not in its public
-# maze2d code; these are ours, above the standing height 1.25 that hopping and walking exceed.
-TORSO_CEILING = {"hopper": 1.6, "walker2d": 1.5}
+# Torso height (observation dim 0 = rootz) ceilings: SafeDiffuser's own, public in its
+# ``locomotion`` branch (diffuser/models/diffusion.py: ``invariance_hopper`` height 1.5,
+# ``invariance`` (walker2d) 1.3). Its "complex" specification (``invariance_*cpx``: 1.6 / 1.4 with
+# a -0.1 term on the z-velocity) is written in its dataset's normalized coordinates; not a task.
+TORSO_CEILING = {"hopper": 1.5, "walker2d": 1.3}
 
 
 def _derived(base: TaskSpec, task_id: str, safety: Safety) -> TaskSpec:

@@ -112,6 +112,11 @@ class DatasetStats:
     return_max: float  # largest episode return in the dataset
     n_transitions: int
     n_episodes: int
+    # Per-dimension quantiles ``[Q, dim]`` at the probabilities ``linspace(0, 1, Q)`` (row 0 the
+    # minimum, row -1 the maximum): the limits and CDF normalizers of the planners read them.
+    # ``bench.data.compute_stats`` always fills them; ``None`` only in hand-made statistics.
+    obs_quantiles: np.ndarray | None = None
+    act_quantiles: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,14 @@ class DataSpec:
     episode's end). With ``"costs"`` in ``extra`` (safe tasks) segments also carry
     ``costs_to_go``, the cost from each step to the episode's end discounted with
     ``cost_discount`` (``None``: ``discount``).
+
+    Segments only, each the agent's declaration of how its published code reads the data:
+    ``terminal_reward`` / ``terminal_cost`` are added to the reward / cost of every step that
+    ends an episode by termination (``terminals``, not timeouts) before ``returns_to_go`` /
+    ``costs_to_go`` are summed (Diffuser's ``termination_penalty``; the batch's ``rewards`` and
+    ``costs`` stay as recorded); ``padding=False`` draws only windows that lie whole inside one
+    episode (``mask`` all ones); ``goal_exits`` replaces the dataset's episodes by those a
+    :class:`GoalExits` cuts.
     """
 
     kind: Literal["transitions", "segments"] = "transitions"
@@ -134,6 +147,28 @@ class DataSpec:
     discount: float = 0.99
     extra: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("costs",)
     cost_discount: float | None = None
+    terminal_reward: float = 0.0
+    terminal_cost: float = 0.0
+    padding: bool = True
+    goal_exits: GoalExits | None = None
+
+
+@dataclass(frozen=True)
+class GoalExits:
+    """Episodes cut where the agent leaves its goal (Diffuser's ``maze2d_set_terminals``).
+
+    An episode ends at every step whose position (observation ``dims``) lies within ``radius``
+    of the goal while the next step's does not. The goal is the fixed ``goal`` or, per step, the
+    observation's ``goal_dims``. The dataset's own episode ends are dropped where the stream
+    runs on (``next_observations[t]`` equals ``observations[t + 1]`` on ``dims``), so a
+    continuous stream of goal-reaching runs becomes the paths between exits from one goal; a
+    true restart (the position jumps) still ends an episode.
+    """
+
+    dims: tuple[int, ...]
+    radius: float
+    goal: tuple[float, ...] = ()
+    goal_dims: tuple[int, ...] = ()
 
 
 @runtime_checkable

@@ -27,16 +27,16 @@ cost budget); the planner stores nothing between calls but the plans being follo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
-from algorithms.common.defaults import PaperDefaults, Settings, check_choice, fill
+from algorithms.common.defaults import Official, PaperDefaults, Settings, check_choice, fill
 from algorithms.common.diffusion import (
     ClassifierGuidance,
     Denoiser,
@@ -46,15 +46,13 @@ from algorithms.common.diffusion import (
 )
 from algorithms.common.nets import EMA, gradient_step
 from algorithms.common.planning import (
-    MAZE_POSITION,
     BarrierMonitor,
     Constraints,
-    Normalizer,
     OpenLoopPlans,
     StateLayout,
     best_of,
-    clip_range,
     follow_plan,
+    make_normalizer,
     to_tensor,
     with_inpainting,
 )
@@ -84,10 +82,17 @@ DIFFUSER_PAPER = PaperDefaults(
                 "t_stopgrad": 2,
                 "replan_every": 1,
                 "controller": "actions",
+                "normalizer": "gaussian",
+                "clip_denoised": False,
+                "attention": False,
+                "termination_penalty": -100.0,
+                "padding": True,
+                "goal_exit_radius": 0.0,
             },
         ),
         "maze": Settings(
-            f"{_MAZE} base, scripts/plan_maze2d.py (one plan per episode, PD controller)",
+            f"{_MAZE} base, scripts/plan_maze2d.py (one plan per episode, PD controller), "
+            "diffuser/datasets/preprocessing.py maze2d_set_terminals",
             {
                 "dim_mults": (1, 4, 8),
                 "action_weight": 1.0,
@@ -97,6 +102,11 @@ DIFFUSER_PAPER = PaperDefaults(
                 "t_stopgrad": 0,
                 "replan_every": 0,
                 "controller": "pd",
+                "normalizer": "limits",
+                "clip_denoised": True,
+                "termination_penalty": 0.0,
+                "padding": False,
+                "goal_exit_radius": 0.5,
             },
         ),
         "maze-umaze": Settings(
@@ -114,13 +124,30 @@ DIFFUSER_PAPER = PaperDefaults(
         **{
             f"halfcheetah-{level}-v2": Settings(
                 f"{_LOCOMOTION} halfcheetah_{level.replace('-', '_')}_v2",
-                {"horizon": 4, "dim_mults": (1, 4, 8), "guide_scale": 0.001, "t_stopgrad": 4},
+                {
+                    "horizon": 4,
+                    "dim_mults": (1, 4, 8),
+                    "attention": True,
+                    "guide_scale": 0.001,
+                    "t_stopgrad": 4,
+                },
             )
             for level in ("medium", "medium-replay", "medium-expert")
+        },
+        # Ours: maze2d_set_terminals cuts at maze2d's one fixed target; with a goal per episode
+        # (pointmaze-*) it would leave only goal-to-goal trips longer than H (umaze: 6% of the
+        # steps); these keep the dataset's episodes, padded with the point at rest at its goal.
+        **{
+            f"pointmaze-{size}": Settings(
+                "ours: the dataset's episodes, padded (maze2d_set_terminals needs a fixed target)",
+                {"padding": True, "goal_exit_radius": 0.0},
+            )
+            for size in ("umaze", "medium", "large")
         },
     },
 )
 CONTROLLERS = ("pd", "actions")
+AFFINE_NORMALIZERS = ("gaussian", "limits")  # SafeDiffuser's QP needs an affine normalizer
 
 
 @dataclass
@@ -145,7 +172,12 @@ class DiffuserConfig:
     guide_scale: float | None = None  # step size of the value-gradient guidance (0: none)
     t_stopgrad: int | None = None  # no guidance at diffusion steps below this one
     n_guide_steps: int = 2  # guidance moves per denoising step
-    clip_denoised: float | None = None  # clamp predicted x0 to +-this (z-scores); None: no clamp
+    normalizer: str | None = None  # of states and actions: gaussian (z-scores) or limits ([-1, 1])
+    clip_denoised: bool | None = None  # clamp the predicted x0 to [-1, 1] (the limits range)
+    attention: bool | None = None  # linear-attention layers in the U-Net (Diffuser's halfcheetah)
+    termination_penalty: float | None = None  # added to terminal rewards of the value's targets
+    padding: bool | None = None  # training windows may run past their episode's end (masked)
+    goal_exit_radius: float | None = None  # >0 (mazes): episodes cut where the goal is left
     ddim_steps: int | None = None  # sampler steps at acting time (None: all T DDPM steps)
     ddim_eta: float = 0.0  # DDIM's stochasticity (0: deterministic)
     replan_every: int | None = None  # steps between new plans (0: one plan per episode)
@@ -159,10 +191,13 @@ def resolve_diffuser(cfg: C, paper: PaperDefaults, info: TaskInfo) -> C:
     """``cfg`` with ``paper``'s values for ``info`` filled in and the controller validated."""
     out = fill(cfg, paper, info)
     check_choice("controller", out.controller, CONTROLLERS)
+    check_choice("normalizer", out.normalizer, AFFINE_NORMALIZERS)
     if out.controller == "pd" and info.kind != "maze":
         raise ValueError(
             "algo.controller=pd follows planned point-maze states; use it on maze tasks"
         )
+    if out.goal_exit_radius > 0 and info.kind != "maze":
+        raise ValueError("algo.goal_exit_radius cuts episodes at a maze goal; use 0 off mazes")
     return dataclasses.replace(out, dim_mults=tuple(out.dim_mults))
 
 
@@ -174,7 +209,8 @@ def make_denoiser(
 ) -> tuple[TemporalUnet, EMA, torch.optim.Adam]:
     """The temporal U-Net over ``[action, state]`` segments, its EMA copy (which plans) and
     its Adam."""
-    model = TemporalUnet(transition_dim, cfg.dim, cfg.dim_mults).to(device)
+    model = TemporalUnet(transition_dim, cfg.dim, cfg.dim_mults, attention=cfg.attention)
+    model = model.to(device)
     ema = EMA(model, decay=cfg.ema_decay, start=cfg.ema_start, every=cfg.ema_every)
     return model, ema, torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
@@ -260,13 +296,13 @@ class DiffuserPlanner:
     ):
         self.cfg, self.info, self.device = cfg, info, device
         self.layout = StateLayout.from_info(info)
-        self.norm = Normalizer(stats, self.layout, device)
+        self.norm = make_normalizer(cfg.normalizer, stats, self.layout, device)
         self.act_dim = info.act_dim
         self.transition_dim = info.act_dim + self.layout.state_dim
         self.diffusion = GaussianDiffusion(
             make_betas("cosine", cfg.n_diffusion_steps),
             predict_epsilon=cfg.predict_epsilon,
-            clip_denoised=clip_range(cfg.clip_denoised),
+            clip_denoised=(-1.0, 1.0) if cfg.clip_denoised else None,
             event_dims=2,
         ).to(device)
         self.loss_weights = torch.ones(cfg.horizon, self.transition_dim, device=device)
@@ -275,21 +311,22 @@ class DiffuserPlanner:
         self.monitor = BarrierMonitor(info.barriers, self.layout, info.obs_dim)
 
     def constraints(self, shape: tuple, start: Tensor, goal: Tensor | None) -> Constraints:
-        """Start state at step 0; for mazes the goal position at step H-1 (normalized)."""
+        """Start state at step 0; for mazes the goal state at step H-1 (both normalized, whole
+        states, as Diffuser's ``GoalDataset`` and ``plan_maze2d.py``)."""
         cons = Constraints(shape, self.device)
         cons.fix(0, slice(self.act_dim, None), start)
         if goal is not None:
-            cons.fix(-1, [self.act_dim + i for i in MAZE_POSITION], goal)
+            cons.fix(-1, slice(self.act_dim, None), goal)
         return cons
 
     def segments(self, batch: dict[str, Tensor]) -> Segments:
         """Normalized ``[actions, states]`` of a segment batch, constrained at their start (and a
-        maze segment at its last position, the goal it reached)."""
+        maze segment at its last state, the goal it reached)."""
         mask = batch["mask"]
         states = self.norm.states(self.layout.segment_states(batch["observations"], mask))
         actions = batch["actions"] * mask.unsqueeze(-1) if self.layout.is_maze else batch["actions"]
         x0 = torch.cat([self.norm.actions(actions), states], dim=-1)
-        goal = states[:, -1, list(MAZE_POSITION)] if self.layout.is_maze else None
+        goal = states[:, -1] if self.layout.is_maze else None
         cons = self.constraints(x0.shape, states[:, 0], goal)
         return Segments(x0, cons.hook(), self.loss_weights * cons.free())
 
@@ -324,8 +361,8 @@ class DiffuserPlanner:
         cfg = self.cfg
         start = self.norm.states(self.layout.states(obs)).unsqueeze(1)
         goal = None
-        if self.layout.is_maze:
-            goal = self.norm.state_dims(self.layout.goal(obs), MAZE_POSITION).unsqueeze(1)
+        if self.layout.is_maze:  # at rest at the goal: [target, 0, 0]
+            goal = self.norm.states(self.layout.goal_state(obs)).unsqueeze(1)
         shape = (len(obs), cfg.n_candidates, cfg.horizon, self.transition_dim)
         x = self.diffusion.sample(
             model,
@@ -398,6 +435,7 @@ class DiffuserAgent(Checkpointable):
         self.cfg = cfg
         self.device = torch.device(device)
         self.planner = DiffuserPlanner(cfg, info, stats, self.device)
+        exits = cfg.goal_exit_radius
         self.data_spec = DataSpec(
             kind="segments",
             batch_size=cfg.batch_size,
@@ -405,6 +443,9 @@ class DiffuserAgent(Checkpointable):
             discount=cfg.discount,
             extra=extra,
             cost_discount=info.cost_discount if "costs" in extra else None,
+            terminal_reward=cfg.termination_penalty,
+            padding=cfg.padding,
+            goal_exits=self.planner.layout.goal_exits(exits) if exits > 0 else None,
         )
         dim = self.planner.transition_dim
         self.model, self.ema, self.optimizer = make_denoiser(cfg, dim, self.device)
@@ -449,3 +490,86 @@ class DiffuserAgent(Checkpointable):
         """Smallest barrier value over the planned states (after the observed start) of the
         executed plans since the last full reset."""
         return self.planner.monitor.minimum
+
+
+# ---------------------------------------------------------------------------------- fidelity
+
+
+def fidelity_rows(task: str | None, source: str, values: Mapping[str, Any]) -> tuple[Official, ...]:
+    """Fidelity-report rows (:class:`~algorithms.common.defaults.Official`) of Config fields whose
+    official values ``values`` come from ``source``, on ``task``'s table (None: every table)."""
+    return tuple(Official(name, value, source, task=task) for name, value in values.items())
+
+
+def diffuser_fidelity(repo: str) -> tuple[Official, ...]:
+    """The rows Diffuser and its variants share on every task, whose official code is
+    jannerm/diffuser or a fork of it (``repo``): network width, objective, optimizer, EMA and
+    sampler (the per-task settings, and the value model's on guided tasks, are each module's)."""
+    training = f"{repo} diffuser/utils/training.py (Trainer)"
+    return (
+        Official("dim", 32, f"{repo} diffuser/models/temporal.py (TemporalUnet dim=32)"),
+        *fidelity_rows(
+            None,
+            f"{repo} config/*.py ('diffusion': predict_epsilon, learning_rate)",
+            {"predict_epsilon": False, "lr": 2e-4},
+        ),
+        Official(
+            "batch_size", 64, f"{repo} config/*.py: batch_size 32 x gradient_accumulate_every 2"
+        ),
+        *fidelity_rows(
+            None,
+            f"{training}: ema_decay, step_start_ema, update_ema_every",
+            {"ema_decay": 0.995, "ema_start": 2000, "ema_every": 10},
+        ),
+        Official("ddim_steps", None, f"{repo} diffuser/models/diffusion.py (all T DDPM steps)"),
+        Official(
+            "noise schedule",
+            "cosine (Nichol & Dhariwal), betas clipped at 0.999",
+            f"{repo} diffuser/models/helpers.py (cosine_beta_schedule)",
+        ),
+        Official(
+            "sampling chain",
+            "DDPM ancestral steps with the posterior variance from N(0, I); constrained entries "
+            "re-inpainted after every step",
+            f"{repo} diffuser/models/diffusion.py (p_sample_loop)",
+        ),
+    )
+
+
+def value_fidelity(repo: str, task: str) -> tuple[Official, ...]:
+    """The value model's rows on a guided ``task`` (``repo`` as :func:`diffuser_fidelity`)."""
+    return (
+        Official("value_lr", 2e-4, f"{repo} config/locomotion.py ('values')", task=task),
+        Official("n_guide_steps", 2, f"{repo} config/locomotion.py ('plan')", task=task),
+        Official(
+            "value guidance",
+            "x += scale * posterior variance * dV/dx, n_guide_steps times per step, re-inpainted; "
+            "none below t_stopgrad",
+            f"{repo} diffuser/sampling/functions.py (n_step_guided_p_sample)",
+            task=task,
+        ),
+        Official(
+            "value model training",
+            "a separate run after the diffuser's: 200k steps of batches 32 x 2",
+            f"{repo} config/locomotion.py ('values'), scripts/train_values.py",
+            "the harness runs one training loop: every update trains each model once",
+            ours="trained alongside the diffuser in every update, for the whole run",
+            task=task,
+        ),
+        Official(
+            "candidate ranking",
+            "by the value seen in the last guided step, before its denoising update",
+            f"{repo} diffuser/models/diffusion.py (sort_by_values)",
+            "ranks the plans that are executed, not their state one step earlier",
+            ours="by the value of the final plans at step 0",
+            task=task,
+        ),
+        Official(
+            "training-window padding",
+            "zeros past an episode's end (normalized with the data), kept in the loss",
+            f"{repo} diffuser/datasets/buffer.py, sequence.py (use_padding)",
+            "the harness's sampler repeats an episode's last step (mask 0 there)",
+            ours="the episode's last step repeated, kept in the loss",
+            task=task,
+        ),
+    )

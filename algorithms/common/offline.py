@@ -1,5 +1,5 @@
 """Conventions shared by the offline actor-critics (IQL, IDQL, Diffusion-QL): the reward
-transforms of their official code and its cosine learning-rate decay."""
+transforms of their official code and its cosine learning-rate decays."""
 
 from __future__ import annotations
 
@@ -37,5 +37,16 @@ def cosine_decay(train_steps: int) -> Callable[[int], float]:
 
     def factor(step: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * min(step, horizon) / horizon))
+
+    return factor
+
+
+def stepped_cosine(t_max: int, every: int) -> Callable[[int], float]:
+    """LR multiplier of ``CosineAnnealingLR(T_max=t_max)`` stepped once every ``every`` updates
+    (``0.5 * (1 + cos(pi * (step // every) / t_max))``), for ``LambdaLR``: Diffusion-QL's
+    official schedule, whose scheduler steps once per ``train()`` call of 50 epochs."""
+
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * (step // every) / t_max))
 
     return factor

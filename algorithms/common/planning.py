@@ -2,7 +2,8 @@
 
 * :class:`StateLayout`: which observation dimensions a planner diffuses (all but the goal ones),
   where position and velocity sit for point mazes, and where the goal comes from;
-* :class:`Normalizer`: z-scoring with the dataset statistics (the harness gives mean / std);
+* :func:`make_normalizer`: the planners' normalizers of states and actions (z-scores, the data's
+  limits onto [-1, 1], or per-dimension CDFs), from the dataset statistics;
 * :class:`Constraints`: fixed entries of a trajectory batch, used as the sampler's inpainting
   hook at planning time and by :func:`with_inpainting` at training time (Diffuser's
   ``apply_conditioning`` on the noisy input, so a constrained entry is never "denoised");
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from algorithms.common.contract import DatasetStats, TaskInfo
+from algorithms.common.contract import DatasetStats, GoalExits, TaskInfo
 from algorithms.common.diffusion import (
     ClassifierFreeGuidance,
     Denoiser,
@@ -114,34 +115,154 @@ class StateLayout:
             len(obs), -1
         )
 
+    def goal_state(self, obs: Tensor) -> Tensor:
+        """The planned state at rest at the goal, ``[goal, 0, 0]`` ``[n, state_dim]``, for
+        observations ``[n, obs_dim]`` (Diffuser's maze2d goal condition)."""
+        state = obs.new_zeros(len(obs), self.state_dim)
+        state[:, list(MAZE_POSITION)] = self.goal(obs)
+        return state
 
-class Normalizer:
-    """Z-scores planned states and actions with the dataset's mean and std."""
+    def goal_exits(self, radius: float) -> GoalExits:
+        """The data's episodes cut where the point leaves its goal within ``radius``
+        (Diffuser's ``maze2d_set_terminals``): the fixed target, else the goal dims."""
+        dims = tuple(self.state_idx[i] for i in MAZE_POSITION)
+        if self.goal_dims:
+            return GoalExits(dims, radius, goal_dims=self.goal_dims)
+        return GoalExits(dims, radius, goal=tuple(self.fixed_goal))
 
-    def __init__(self, stats: DatasetStats, layout: StateLayout, device: torch.device):
+
+NORMALIZERS = ("gaussian", "limits", "cdf")
+
+
+class AffineNormalizer:
+    """Planned states and actions mapped per dimension by ``x -> (x - shift) / scale``.
+
+    ``gaussian``: z-scores with the dataset's mean and std (Diffuser's ``GaussianNormalizer``);
+    ``limits``: the data's ``[min, max]`` onto ``[-1, 1]`` (Diffuser's ``LimitsNormalizer``; a
+    constant dimension gets the range ``[v - 1, v + 1]`` as its ``SafeLimitsNormalizer``), and,
+    as the official, values are clamped to ``[-1, 1]`` before they are unnormalized.
+    """
+
+    def __init__(
+        self,
+        shifts: tuple[np.ndarray, np.ndarray],
+        scales: tuple[np.ndarray, np.ndarray],
+        device: torch.device,
+        bound: float | None = None,
+    ):
         def tensor(a: np.ndarray) -> Tensor:
             return torch.as_tensor(a, dtype=torch.float32, device=device)
 
-        idx = list(layout.state_idx)
-        self.s_mean, self.s_std = tensor(stats.obs_mean[idx]), tensor(stats.obs_std[idx])
-        self.a_mean, self.a_std = tensor(stats.act_mean), tensor(stats.act_std)
+        self.device, self.bound = device, bound
+        self.s_shift, self.a_shift = tensor(shifts[0]), tensor(shifts[1])
+        self.s_scale, self.a_scale = tensor(scales[0]), tensor(scales[1])
+
+    def _bounded(self, x: Tensor) -> Tensor:
+        return x if self.bound is None else x.clamp(-self.bound, self.bound)
 
     def states(self, s: Tensor) -> Tensor:
-        return (s - self.s_mean) / self.s_std
+        return (s - self.s_shift) / self.s_scale
 
     def unstates(self, s: Tensor) -> Tensor:
-        return s * self.s_std + self.s_mean
+        return self._bounded(s) * self.s_scale + self.s_shift
 
     def actions(self, a: Tensor) -> Tensor:
-        return (a - self.a_mean) / self.a_std
+        return (a - self.a_shift) / self.a_scale
 
     def unactions(self, a: Tensor) -> Tensor:
-        return a * self.a_std + self.a_mean
+        return self._bounded(a) * self.a_scale + self.a_shift
 
     def state_dims(self, s: Tensor, dims: Sequence[int]) -> Tensor:
         """Normalize values of some state dims only (e.g. a goal position)."""
         dims = list(dims)
-        return (s - self.s_mean[dims]) / self.s_std[dims]
+        return (s - self.s_shift[dims]) / self.s_scale[dims]
+
+
+class PiecewiseCdf:
+    """One empirical CDF per dimension, from quantiles ``[Q, d]`` at ``linspace(0, 1, Q)``: a
+    value maps to ``2 F(x) - 1`` with ``F`` linear between the quantiles (at a repeated quantile
+    the upper end of its jump, as the official's ``interp1d`` over unique values), values
+    outside the data clamped to its range; the inverse interpolates the quantiles."""
+
+    def __init__(self, knots: np.ndarray, device: torch.device):
+        self.knots = torch.as_tensor(knots.T.copy(), dtype=torch.float32, device=device)  # [d, Q]
+        self.q = self.knots.shape[1]
+
+    def __call__(self, x: Tensor, dims: Sequence[int] | None = None) -> Tensor:
+        knots = self.knots if dims is None else self.knots[list(dims)]
+        flat = x.reshape(-1, len(knots)).T.contiguous()  # [d, N]
+        flat = torch.maximum(torch.minimum(flat, knots[:, -1:]), knots[:, :1])
+        i = (torch.searchsorted(knots, flat, right=True) - 1).clamp(0, self.q - 2)
+        low, high = knots.gather(1, i), knots.gather(1, i + 1)
+        gap = high - low
+        frac = torch.where(gap > 0, (flat - low) / torch.where(gap > 0, gap, 1.0), 1.0)
+        p = (i + frac.clamp(0.0, 1.0)) / (self.q - 1)
+        return (2 * p - 1).T.reshape(x.shape)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        flat = y.reshape(-1, len(self.knots)).T.contiguous()
+        pos = ((flat + 1) / 2).clamp(0.0, 1.0) * (self.q - 1)
+        i = pos.floor().long().clamp(max=self.q - 2)
+        low, high = self.knots.gather(1, i), self.knots.gather(1, i + 1)
+        return (low + (pos - i) * (high - low)).T.reshape(y.shape)
+
+
+class CdfNormalizer:
+    """Each planned dimension through its empirical CDF onto ``[-1, 1]`` (Decision Diffuser's
+    ``CDFNormalizer``; here from the dataset's quantiles, :class:`PiecewiseCdf`)."""
+
+    def __init__(self, stats: DatasetStats, layout: StateLayout, device: torch.device):
+        self.device = device
+        self.state_cdf = PiecewiseCdf(stats.obs_quantiles[:, list(layout.state_idx)], device)
+        self.action_cdf = PiecewiseCdf(stats.act_quantiles, device)
+
+    def states(self, s: Tensor) -> Tensor:
+        return self.state_cdf(s)
+
+    def unstates(self, s: Tensor) -> Tensor:
+        return self.state_cdf.inverse(s)
+
+    def actions(self, a: Tensor) -> Tensor:
+        return self.action_cdf(a)
+
+    def unactions(self, a: Tensor) -> Tensor:
+        return self.action_cdf.inverse(a)
+
+    def state_dims(self, s: Tensor, dims: Sequence[int]) -> Tensor:
+        """Normalize values of some state dims only (e.g. a goal position)."""
+        return self.state_cdf(s, dims)
+
+
+Normalizer = AffineNormalizer | CdfNormalizer
+
+
+def make_normalizer(
+    name: str, stats: DatasetStats, layout: StateLayout, device: torch.device
+) -> Normalizer:
+    """The normalizer called ``name`` (one of :data:`NORMALIZERS`) of the planned states and the
+    actions; ``limits`` and ``cdf`` need the dataset's quantiles (``DatasetStats``)."""
+    if name != "gaussian" and (stats.obs_quantiles is None or stats.act_quantiles is None):
+        raise ValueError(f"the {name} normalizer needs DatasetStats with quantiles")
+    idx = list(layout.state_idx)
+    if name == "gaussian":
+        return AffineNormalizer(
+            (stats.obs_mean[idx], stats.act_mean), (stats.obs_std[idx], stats.act_std), device
+        )
+    if name == "limits":
+        (s_low, s_high), (a_low, a_high) = (
+            _limits(stats.obs_quantiles[:, idx]),
+            _limits(stats.act_quantiles),
+        )
+        shifts = ((s_high + s_low) / 2, (a_high + a_low) / 2)
+        return AffineNormalizer(shifts, ((s_high - s_low) / 2, (a_high - a_low) / 2), device, 1.0)
+    return CdfNormalizer(stats, layout, device)
+
+
+def _limits(quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension ``(min, max)``, widened by 1 each way where they are equal."""
+    low, high = quantiles[0].astype(np.float64), quantiles[-1].astype(np.float64)
+    flat = high == low
+    return np.where(flat, low - 1.0, low), np.where(flat, high + 1.0, high)
 
 
 def clip_range(bound: float | None) -> tuple[float, float] | None:
@@ -152,9 +273,11 @@ def clip_range(bound: float | None) -> tuple[float, float] | None:
 def returns_scale(stats: DatasetStats, discount: float) -> float:
     """Scale that maps discounted returns-to-go to about [0, 1] for return conditioning.
 
-    ``min(reward_max / (1 - discount), return_max)``: the first term reproduces Decision
-    Diffuser's hand-set ``returns_scale`` (hopper 400, walker2d 550, halfcheetah 1200 with D4RL's
-    largest rewards), the second caps it for sparse-reward tasks (a point maze earns 1 per goal).
+    ``min(reward_max / (1 - discount), return_max)``: the first term is the bound on a
+    discounted return, the rule behind Decision Diffuser's one published hand-set value (hopper
+    400: a largest reward of about 4 over ``1 - 0.99``; the official publishes no other), the
+    second caps it for sparse-reward tasks (a point maze earns 1 per goal). Decision Diffuser
+    uses it where no hand-set value exists; HDMI everywhere.
     """
     bound = min(stats.reward_max / (1.0 - discount), stats.return_max)
     return float(max(bound, 1e-6))
@@ -361,7 +484,7 @@ def act_by_inverse_dynamics(
     it the next state is at ``k + age`` (the last one past its end). Returns actions
     ``[n_envs, act_dim]`` clamped to the action bounds.
     """
-    device = norm.s_mean.device
+    device = norm.device
     obs_t = to_tensor(obs, device)
     state = norm.states(layout.states(obs_t))
     start, k = (state, 1) if history is None else (history.push(state), history.length)

@@ -22,8 +22,8 @@ def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> t
     """Nichol & Dhariwal (2021): ``alpha_bar(t) = cos^2((t/T + s)/(1 + s) * pi/2)``, normalized.
 
     ``beta_t = 1 - alpha_bar(t)/alpha_bar(t-1)``, clipped to ``max_beta`` so the last step stays
-    finite. (Diffuser evaluates the cosine on a grid of ``T + 1`` points over ``[0, 1]`` instead of
-    ``t/T``; the difference is below 1% of each beta for ``T >= 20``.)
+    finite. Diffuser's and Decision Diffuser's ``cosine_beta_schedule`` evaluate the same grid
+    (``linspace(0, T + 1, T + 1) / (T + 1)`` is ``t / T``): the same betas.
     """
     t = torch.arange(T + 1, dtype=torch.float64) / T
     alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2

@@ -13,8 +13,11 @@ Differences from the official networks, on purpose:
 * any horizon works: the input is zero-padded at the end to a multiple of ``2^(levels - 1)`` and
   the output cropped back (Diffuser needs the horizon divisible by it);
 * GroupNorm uses ``gcd(8, channels)`` groups so narrow test networks are valid;
-* no linear-attention layers (Diffuser's halfcheetah setting uses them);
 * any number of leading batch axes: ``x [*batch, H, C]``, ``t [*batch]``.
+
+``attention=True`` adds Diffuser's linear-attention layers (``Residual(PreNorm(LinearAttention))``
+after each level's two blocks, down and up, and between the two middle blocks; 4 heads of 32),
+which its halfcheetah setting switches on.
 """
 
 from __future__ import annotations
@@ -62,6 +65,28 @@ class ResidualTemporalBlock(nn.Module):
         return self.block2(h) + self.residual(x)
 
 
+class LinearAttention(nn.Module):
+    """Diffuser's residual, pre-normed linear attention over the horizon: channels are
+    layer-normed, keys softmaxed over positions, ``out = x + W_o (softmax(k) v^T)^T (q / sqrt(d))``
+    per head."""
+
+    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32):
+        super().__init__()
+        self.heads, self.scale = heads, dim_head**-0.5
+        self.norm_gain = nn.Parameter(torch.ones(1, channels, 1))
+        self.norm_bias = nn.Parameter(torch.zeros(1, channels, 1))
+        self.to_qkv = nn.Conv1d(channels, 3 * heads * dim_head, 1, bias=False)
+        self.to_out = nn.Conv1d(heads * dim_head, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        h = (x - mean) / (var + 1e-5).sqrt() * self.norm_gain + self.norm_bias
+        q, k, v = (t.unflatten(1, (self.heads, -1)) for t in self.to_qkv(h).chunk(3, dim=1))
+        context = torch.einsum("bhdn,bhen->bhde", k.softmax(dim=-1), v)
+        out = torch.einsum("bhde,bhdn->bhen", context, q * self.scale)
+        return x + self.to_out(out.flatten(1, 2))
+
+
 def time_mlp(dim: int) -> nn.Sequential:
     """Sinusoidal step embedding followed by ``Linear(dim, 4 dim) -> Mish -> Linear(4 dim, dim)``."""
     return nn.Sequential(
@@ -101,6 +126,7 @@ class TemporalUnet(nn.Module):
 
     ``cond_dim > 0`` adds a :class:`ConditionEmbedding`; ``cond`` is then a dict with ``value``
     and ``mask`` of shape ``[*batch, cond_dim]`` (see the module docstring), else ``None``.
+    ``attention`` adds :class:`LinearAttention` layers (module docstring).
     """
 
     def __init__(
@@ -110,6 +136,7 @@ class TemporalUnet(nn.Module):
         dim_mults: Sequence[int] = (1, 2, 4, 8),
         cond_dim: int = 0,
         kernel_size: int = 5,
+        attention: bool = False,
     ):
         super().__init__()
         dims = [transition_dim, *(dim * m for m in dim_mults)]
@@ -122,17 +149,27 @@ class TemporalUnet(nn.Module):
         def block(c_in: int, c_out: int) -> ResidualTemporalBlock:
             return ResidualTemporalBlock(c_in, c_out, embed_dim, kernel_size)
 
+        def attend(channels: int) -> nn.Module:
+            return LinearAttention(channels) if attention else nn.Identity()
+
+        # Each level holds [block, block, resample, attention] (applied block, block, attention,
+        # resample), so networks without attention keep the parameter names they always had.
         self.downs = nn.ModuleList()
         for i, (c_in, c_out) in enumerate(in_out):
             last = i == len(in_out) - 1
             down = nn.Identity() if last else nn.Conv1d(c_out, c_out, 3, 2, 1)
-            self.downs.append(nn.ModuleList([block(c_in, c_out), block(c_out, c_out), down]))
+            self.downs.append(
+                nn.ModuleList([block(c_in, c_out), block(c_out, c_out), down, attend(c_out)])
+            )
         self.mid1 = block(dims[-1], dims[-1])
+        self.mid_attention = attend(dims[-1])
         self.mid2 = block(dims[-1], dims[-1])
         self.ups = nn.ModuleList()
         for c_in, c_out in reversed(in_out[1:]):
             up = nn.ConvTranspose1d(c_in, c_in, 4, 2, 1)
-            self.ups.append(nn.ModuleList([block(2 * c_out, c_in), block(c_in, c_in), up]))
+            self.ups.append(
+                nn.ModuleList([block(2 * c_out, c_in), block(c_in, c_in), up, attend(c_in)])
+            )
         self.final = nn.Sequential(
             ConvBlock(dims[1], dims[1], kernel_size), nn.Conv1d(dims[1], transition_dim, 1)
         )
@@ -151,14 +188,14 @@ class TemporalUnet(nn.Module):
         pad = -horizon % self.factor
         h = F.pad(x.transpose(1, 2), (0, pad))
         skips = []
-        for res1, res2, down in self.downs:
-            h = res2(res1(h, emb), emb)
+        for res1, res2, down, attend in self.downs:
+            h = attend(res2(res1(h, emb), emb))
             skips.append(h)
             h = down(h)
-        h = self.mid2(self.mid1(h, emb), emb)
-        for res1, res2, up in self.ups:
+        h = self.mid2(self.mid_attention(self.mid1(h, emb)), emb)
+        for res1, res2, up, attend in self.ups:
             h = torch.cat([h, skips.pop()], dim=1)
-            h = up(res2(res1(h, emb), emb))
+            h = up(attend(res2(res1(h, emb), emb)))
         out = self.final(h)[..., :horizon].transpose(1, 2)
         return out.reshape(*batch_shape, *out.shape[1:])
 

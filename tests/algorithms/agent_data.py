@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from algorithms.common.contract import DatasetStats, TaskInfo
+from bench.data import N_QUANTILES, quantiles
 
 POINTMAZE = TaskInfo("pointmaze-umaze", "maze", 6, 2, max_episode_steps=300, goal_dims=(4, 5))
 
@@ -26,6 +27,8 @@ def stats_of(data: dict[str, np.ndarray]) -> DatasetStats:
         return_max=float(rewards.max()),
         n_transitions=len(rewards),
         n_episodes=len(rewards),
+        obs_quantiles=quantiles(data["observations"]),
+        act_quantiles=quantiles(data["actions"]),
     )
 
 
@@ -45,7 +48,9 @@ def batches(
 def unit_stats(
     obs_dim: int, act_dim: int, reward_max: float = 1.0, return_max: float = 1.0
 ) -> DatasetStats:
-    """Statistics that leave observations and actions unscaled: zero means, unit stds."""
+    """Statistics that leave observations and actions unscaled: zero means, unit stds, and data
+    uniform on [-1, 1] (so the limits and CDF normalizers are the identity there)."""
+    uniform = np.linspace(-1.0, 1.0, N_QUANTILES, dtype=np.float32)[:, None]
     return DatasetStats(
         obs_mean=np.zeros(obs_dim, np.float32),
         obs_std=np.ones(obs_dim, np.float32),
@@ -57,6 +62,8 @@ def unit_stats(
         return_max=return_max,
         n_transitions=1000,
         n_episodes=10,
+        obs_quantiles=np.repeat(uniform, obs_dim, axis=1),
+        act_quantiles=np.repeat(uniform, act_dim, axis=1),
     )
 
 

@@ -1,6 +1,8 @@
 """Decision Diffuser: defaults, history inpainting, return guidance and composition on toys,
 batched acting (the generic checks: test_contract.py)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -22,8 +24,19 @@ def test_defaults_follow_the_official_code_and_the_papers_values_are_overrides()
     official = dd.resolve(dd.Config(), HOPPER, stats)
     assert (official.n_diffusion_steps, official.guidance_scale, official.history) == (200, 1.2, 1)
     assert (official.horizon, official.inv_hidden, official.condition_dropout) == (100, 256, 0.25)
-    assert official.returns_scale == pytest.approx(400.0)
-    assert dd.resolve(dd.Config(), POINTMAZE, stats) == official  # one set for every task
+    assert (official.normalizer, official.clip_denoised, official.temperature) == ("cdf", 1.0, 0.5)
+    assert official.termination_penalty == -100.0
+    # hopper's hand-set scale, whatever the data; elsewhere the rule that gives it
+    assert official.returns_scale == 400.0
+    assert dd.resolve(dd.Config(), HOPPER, unit_stats(11, 3, reward_max=9.0)).returns_scale == 400
+    walker = TaskInfo("walker2d-medium-v2", "locomotion", 17, 6)
+    walker_stats = unit_stats(17, 6, reward_max=5.5, return_max=5000.0)
+    assert dd.resolve(dd.Config(), walker, walker_stats).returns_scale == pytest.approx(550.0)
+    maze = dd.resolve(dd.Config(), POINTMAZE, stats)
+    assert dataclasses.replace(maze, returns_scale=400.0) == official  # one set for every task
+    assert dd.resolve(dd.Config(normalizer="gaussian"), HOPPER, stats).clip_denoised == 5.0
+    with pytest.raises(ValueError, match=r"algo\.normalizer"):
+        dd.resolve(dd.Config(normalizer="minmax"), HOPPER, stats)
     paper = dd.resolve(dd.Config(n_diffusion_steps=100, history=20, inv_hidden=512), HOPPER, stats)
     assert (paper.n_diffusion_steps, paper.history, paper.inv_hidden) == (100, 20, 512)
     assert dd.resolve(dd.Config(history=4), HOPPER, stats).history == 4
@@ -104,6 +117,7 @@ def test_guidance_on_a_higher_return_plans_higher_return_segments():
         ema_start=10_000,
         returns_scale=6.0,
         batch_size=32,
+        normalizer="gaussian",  # the toy's states lie outside unit_stats' [-1, 1] data
     )
     torch.manual_seed(0)
     agent = dd.Agent(cfg, info, unit_stats(1, 1, return_max=1000.0), "cpu", 1)
@@ -153,3 +167,63 @@ def test_composing_two_conditions_satisfies_both():
     assert (alone[:, 0] > 0).float().mean() > 0.8  # x > 0 asked for
     assert ((alone[:, 0] > 0) & (alone[:, 1] > 0)).float().mean() < 0.6  # y left to chance
     assert ((both[:, 0] > 0) & (both[:, 1] > 0)).float().mean() > 0.9
+
+
+class RecordingInverse(torch.nn.Module):
+    """Inverse dynamics that records ``(s, s_next)`` and returns zero actions."""
+
+    def __init__(self, act_dim: int):
+        super().__init__()
+        self.act_dim, self.calls = act_dim, []
+
+    def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        self.calls.append((s.clone(), s_next.clone()))
+        return s.new_zeros(len(s), self.act_dim)
+
+
+def test_inverse_dynamics_heads_for_the_plans_next_state(monkeypatch):
+    """After ``age`` steps of a plan that starts with the ``k`` history states, the state to head
+    for is the plan's index ``k + age`` (the official acts on ``samples[:, 0]`` and ``[:, 1]``
+    with k = 1 and a plan every step)."""
+    k, n = 3, 2
+    agent = dd.Agent(
+        dd.Config(**{**TINY, "history": k}, replan_every=0),
+        POINTMAZE,
+        unit_stats(6, 2),
+        "cpu",
+        1,
+    )
+    plan = torch.arange(n * 12 * 4, dtype=torch.float32).reshape(n, 12, 4) / 100
+    monkeypatch.setattr(agent, "plan", lambda history, goal, returns: plan.clone())
+    agent.inverse = RecordingInverse(2)
+    agent.reset()
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(n, 6)).astype(np.float32)
+    for _ in range(4):
+        agent.act(obs)
+    state = agent.norm.states(torch.as_tensor(obs[:, :4]))
+    for age, (s, s_next) in enumerate(agent.inverse.calls):
+        torch.testing.assert_close(s, state)
+        torch.testing.assert_close(s_next, plan[:, k + age])
+
+
+def test_normalized_returns_lie_in_the_official_range_on_forged_hopper():
+    """On hopper the official divides returns-to-go (discount 0.99, -100 on a terminal reward) by
+    400: conditions in about [-0.25, 1] (a hopper step earns under 4), so the target 0.9 means
+    a near-best return. Ours on forged hopper data must land there too."""
+    from bench.data import compute_stats, make_sampler
+    from bench.run import task_info
+    from tasks.registry import get_task
+    from tasks.sources import load_dataset
+
+    spec = get_task("hopper-medium-v2")
+    dataset = load_dataset(spec, scale=0.003, verbose=False)
+    cfg = dd.Config(**{**TINY, "horizon": 16, "history": 1}, batch_size=4096)
+    agent = dd.Agent(cfg, task_info(spec, dataset), compute_stats(dataset), "cpu", 1)
+    assert agent.cfg.returns_scale == 400.0
+    batch = make_sampler(dataset, agent.data_spec, torch.device("cpu"), seed=0).sample()
+    returns = batch["returns_to_go"][:, 0] / agent.cfg.returns_scale
+    assert returns.min() >= -100 / 400 and returns.max() <= 1.0
+    assert returns.max() > 0.5  # the best data reach the range the target 0.9 sits in
+    # a window that falls within its 16 steps earns under 16 x 4 before the -100 (x 0.99^15)
+    fell = (batch["terminals"].bool() & (batch["mask"] > 0)).any(1)
+    assert fell.any() and returns[fell].max() < 0

@@ -50,6 +50,58 @@ def test_official_values_per_task():
         diffuser.resolve(diffuser.Config(controller="pd"), hopper_info, unit_stats(4, 2))
     with pytest.raises(ValueError, match=r"algo\.controller='auto'.*valid: pd, actions"):
         diffuser.resolve(diffuser.Config(controller="auto"), hopper_info, unit_stats(4, 2))
+    with pytest.raises(ValueError, match=r"algo\.normalizer='cdf'"):
+        diffuser.resolve(diffuser.Config(normalizer="cdf"), hopper_info, unit_stats(4, 2))
+    with pytest.raises(ValueError, match=r"algo\.goal_exit_radius"):
+        diffuser.resolve(diffuser.Config(goal_exit_radius=0.5), hopper_info, unit_stats(4, 2))
+
+
+def test_official_data_settings_per_task():
+    """config/locomotion.py: z-scores, no clamp, -100 on terminal value targets, padded windows,
+    attention in halfcheetah's U-Net; config/maze2d.py: limits, clip_denoised, unpadded windows
+    over maze2d_set_terminals' episodes (radius 0.5), no penalty."""
+
+    def resolved(task_id: str, kind: str = "locomotion") -> tuple:
+        cfg = diffuser.resolve(diffuser.Config(), TaskInfo(task_id, kind, 4, 2), unit_stats(4, 2))
+        return (
+            cfg.normalizer,
+            cfg.clip_denoised,
+            cfg.termination_penalty,
+            cfg.padding,
+            cfg.goal_exit_radius,
+            cfg.attention,
+        )
+
+    assert resolved("hopper-medium-v2") == ("gaussian", False, -100.0, True, 0.0, False)
+    assert resolved("halfcheetah-medium-expert-v2")[-1] is True
+    assert resolved("walker2d-medium-v2")[-1] is False
+    assert resolved("maze2d-large-v1", "maze") == ("limits", True, 0.0, False, 0.5, False)
+    # pointmaze-* (no official setting): limits and clamp, but the dataset's padded episodes
+    assert resolved("pointmaze-umaze", "maze") == ("limits", True, 0.0, True, 0.0, False)
+
+
+def test_data_spec_declares_the_official_data_reading():
+    hopper = TaskInfo("hopper-medium-v2", "locomotion", 3, 2)
+    spec = diffuser.Agent(diffuser.Config(**TINY), hopper, unit_stats(3, 2), "cpu", 1).data_spec
+    assert (spec.terminal_reward, spec.padding, spec.goal_exits) == (-100.0, True, None)
+    maze2d = TaskInfo("maze2d-umaze-v1", "maze", 4, 2)
+    spec = diffuser.Agent(diffuser.Config(**TINY), maze2d, unit_stats(4, 2), "cpu", 1).data_spec
+    assert (spec.terminal_reward, spec.padding) == (0.0, False)
+    assert (spec.goal_exits.dims, spec.goal_exits.radius, spec.goal_exits.goal) == (
+        (0, 1),
+        0.5,
+        (1.0, 1.0),
+    )
+
+
+def test_halfcheetahs_unet_has_attention():
+    cheetah = TaskInfo("halfcheetah-medium-v2", "locomotion", 17, 6)
+    agent = diffuser.Agent(diffuser.Config(dim=8), cheetah, unit_stats(17, 6), "cpu", 1)
+    names = {type(m).__name__ for m in agent.model.modules()}
+    assert "LinearAttention" in names
+    hopper = TaskInfo("hopper-medium-v2", "locomotion", 11, 3)
+    agent = diffuser.Agent(diffuser.Config(dim=8), hopper, unit_stats(11, 3), "cpu", 1)
+    assert "LinearAttention" not in {type(m).__name__ for m in agent.model.modules()}
 
 
 @pytest.mark.parametrize("ddim_steps", [None, 2])
@@ -62,13 +114,26 @@ def test_start_and_goal_hold_exactly_in_sampled_plans(ddim_steps):
         "cpu",
         1,
     )
-    obs = torch.randn(4, 6)
+    obs = torch.rand(4, 6) * 2 - 1  # inside the limits of unit_stats' data, [-1, 1]
     plans = agent.plan(obs)
     assert plans.shape == (4, 12, 2 + 4)
     states = agent.planner.norm.unstates(plans[..., 2:])
     torch.testing.assert_close(states[:, 0], obs[:, :4])
-    torch.testing.assert_close(states[:, -1, :2], obs[:, 4:])
+    # the goal at rest, [goal, 0, 0] (plan_maze2d.py)
+    torch.testing.assert_close(states[:, -1], torch.cat([obs[:, 4:], torch.zeros(4, 2)], -1))
     assert not torch.allclose(states[:, 1, :2], obs[:, :2])  # the rest is sampled
+
+
+def test_training_inpaints_a_maze_windows_whole_first_and_last_states():
+    """GoalDataset: conditions {0: obs[0], H - 1: obs[-1]}, whole states, carry no loss."""
+    agent = diffuser.Agent(diffuser.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu", 1)
+    seg = agent.planner.segments(random_batch(POINTMAZE, 12))
+    fixed = seg.weights == 0
+    assert fixed[:, 0, 2:].all() and fixed[:, -1, 2:].all()  # states, not actions
+    assert not fixed[:, 1:-1].any() and not fixed[:, :, :2].any()
+    torch.testing.assert_close(
+        seg.inpaint(torch.zeros_like(seg.x0))[:, -1], seg.x0[:, -1] * fixed[:, -1]
+    )
 
 
 def line_batch(batch: int, horizon: int, g: torch.Generator, discount: float) -> dict:

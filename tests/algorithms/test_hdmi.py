@@ -112,3 +112,34 @@ def test_update_reports_the_goal_trajectory_and_inverse_dynamics_losses():
     agent = hdmi.Agent(hdmi.Config(**TINY), POINTMAZE, unit_stats(6, 2), "cpu", 1)
     out = agent.update(random_batch(POINTMAZE, 13))
     assert set(out) == {"goal_loss", "trajectory_loss", "inverse_loss"}
+
+
+class RecordingInverse(torch.nn.Module):
+    """Inverse dynamics that records ``(s, s_next)`` and returns zero actions."""
+
+    def __init__(self, act_dim: int):
+        super().__init__()
+        self.act_dim, self.calls = act_dim, []
+
+    def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        self.calls.append((s.clone(), s_next.clone()))
+        return s.new_zeros(len(s), self.act_dim)
+
+
+def test_inverse_dynamics_heads_for_the_plans_next_state(monkeypatch):
+    """A plan starts at the current state (the first subgoal): after ``age`` steps of following
+    it, the state to head for is its index ``1 + age``."""
+    n = 2
+    agent = hdmi.Agent(hdmi.Config(**TINY, replan_every=0), POINTMAZE, unit_stats(6, 2), "cpu", 1)
+    plan = torch.arange(n * 13 * 4, dtype=torch.float32).reshape(n, 13, 4) / 100
+    monkeypatch.setattr(agent, "plan", lambda start, goal, target: plan.clone())
+    agent.inverse = RecordingInverse(2)
+    agent.reset()
+    obs = np.random.default_rng(0).normal(size=(n, 6)).astype(np.float32)
+    for _ in range(5):
+        agent.act(obs)
+    state = agent.norm.states(torch.as_tensor(obs[:, :4]))
+    assert len(agent.inverse.calls) == 5
+    for age, (s, s_next) in enumerate(agent.inverse.calls):
+        torch.testing.assert_close(s, state)
+        torch.testing.assert_close(s_next, plan[:, 1 + age])

@@ -3,6 +3,7 @@ shared checks are in ``test_contract.py``)."""
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -99,6 +100,90 @@ def test_expectile_selection_acts_in_bounds(trained):
     actions = agent.act(np.zeros((7, toy.OBS_DIM), np.float32))
     assert actions.shape == (7, toy.ACT_DIM) and actions.dtype == np.float32
     assert (np.abs(actions) <= 1.0).all()
+
+
+def test_expectile_selection_draws_with_the_implicit_policy_frequencies(monkeypatch):
+    """The paper's implicit policy over N behaviour samples: candidate i with probability
+    ``|tau - 1(Q_i < V)| / sum_j |tau - 1(Q_j < V)|`` (``sample_implicit_policy``). With Q =
+    (2, 1, 0, -1), V = 1.5 and tau = 0.7, only the first is above V: 0.7 / (0.7 + 3 * 0.3) =
+    0.4375, the others 0.1875 each (swapped weights give 0.125; V read as mean Q, 0.2917)."""
+    info, stats, _ = toy_task()
+    cfg = idql.Config(**SMALL, selection="expectile", n_candidates=4)
+    agent = idql.Agent(cfg, info, stats, "cpu", train_steps=1)
+    assert agent.cfg.expectile == 0.7
+    candidates = torch.tensor([[0.8, 0.0], [0.0, 0.8], [-0.8, 0.0], [0.0, -0.8]])
+
+    def sample(model, shape, cond, **kwargs):
+        return candidates.expand(shape)
+
+    def q(obs, act):  # 2, 1, 0, -1 for the four candidates
+        return act[..., 0] * 1.25 + 1.0 - (act[..., 1] < 0).float() * 2.0
+
+    monkeypatch.setattr(agent.diffusion, "sample", sample)
+    monkeypatch.setattr(agent.critic, "q", q)
+    monkeypatch.setattr(agent.critic, "v", lambda obs: torch.full(obs.shape[:1], 1.5))
+    assert q(None, candidates).tolist() == [2.0, 1.0, 0.0, -1.0]
+    torch.manual_seed(0)
+    actions = torch.as_tensor(agent.act(np.zeros((20_000, toy.OBS_DIM), np.float32)))
+    chosen = (actions.unsqueeze(1) == candidates).all(-1).float().argmax(-1)
+    freq = torch.bincount(chosen, minlength=4).float() / len(chosen)
+    torch.testing.assert_close(
+        freq, torch.tensor([0.4375, 0.1875, 0.1875, 0.1875]), atol=0.015, rtol=0
+    )
+
+
+def test_argmax_selection_takes_the_largest_q():
+    q = torch.tensor([[0.0, 3.0, 1.0], [5.0, -1.0, 4.0]])
+    assert idql.select_candidates(q, None, "argmax", 0.7).tolist() == [1, 0]
+
+
+def test_critic_trains_on_the_first_256_transitions_and_the_actor_on_all(monkeypatch):
+    """The paper-era update: the actor's loss sees all 2048 transitions, V and Q the first 256."""
+    info, stats, data = toy_task()
+    agent = idql.Agent(idql.Config(**SMALL), info, stats, "cpu", train_steps=10)
+    assert (agent.cfg.batch_size, agent.cfg.critic_batch_size) == (2048, 256)
+    assert agent.data_spec.batch_size == 2048
+    seen = {}
+    critic_update, actor_loss = agent.critic.update, agent.diffusion.loss
+
+    def spy_critic(obs, *args):
+        seen["critic"] = len(obs)
+        return critic_update(obs, *args)
+
+    def spy_actor(model, x, cond):
+        seen["actor"] = len(x)
+        return actor_loss(model, x, cond)
+
+    monkeypatch.setattr(agent.critic, "update", spy_critic)
+    monkeypatch.setattr(agent.diffusion, "loss", spy_actor)
+    idx = torch.randint(0, N_DATA, (2048,), generator=torch.Generator().manual_seed(0))
+    agent.update({k: v[idx] for k, v in data.items()})
+    assert seen == {"critic": 256, "actor": 2048}
+
+
+def test_empty_actor_step_moves_by_momentum_and_advances_schedule_and_ema():
+    """Each update takes a second, zero-gradient Adam step (the paper-era ``batch[2048:]``):
+    the weights move again by Adam's momentum, and the schedule (3e6 actor steps, i.e. 1.5M
+    updates) and the EMA advance twice."""
+    info, stats, data = toy_task()
+    batch = next(batches(data, 1, seed=0))
+    agents = {}
+    for empty in (True, False):
+        torch.manual_seed(0)
+        agent = idql.Agent(idql.Config(**SMALL, empty_actor_step=empty), info, stats, "cpu", 10)
+        torch.manual_seed(1)
+        agent.update(batch)
+        agents[empty] = agent
+    two, one = agents[True], agents[False]
+    assert two.ema.step == 2 and one.ema.step == 1
+    assert two.actor_schedule.last_epoch == 2 and one.actor_schedule.last_epoch == 1
+    pairs = zip(one.actor.parameters(), two.actor.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    lr = two.actor_optimizer.param_groups[0]["lr"]
+    assert lr == pytest.approx(SMALL["actor_lr"] * 0.5 * (1 + math.cos(math.pi * 2 / 3e6)))
+    assert idql.actor_decay_steps(two.cfg, train_steps=10) == 3_000_000
+    ours = dataclasses.replace(two.cfg, lr_decay_steps=None)  # the run's: 10 updates x 2 steps
+    assert idql.actor_decay_steps(ours, train_steps=10) == 20
 
 
 def test_same_seed_same_agent():

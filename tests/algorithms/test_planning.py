@@ -9,7 +9,6 @@ from algorithms.common.contract import DatasetStats, TaskInfo
 from algorithms.common.planning import (
     Constraints,
     InverseDynamics,
-    Normalizer,
     OpenLoopPlans,
     StateHistory,
     StateLayout,
@@ -18,9 +17,11 @@ from algorithms.common.planning import (
     condition,
     follow_plan,
     guided,
+    make_normalizer,
     returns_scale,
     with_inpainting,
 )
+from bench.data import quantiles
 
 
 def stats(obs_dim: int, act_dim: int, **kw) -> DatasetStats:
@@ -55,13 +56,74 @@ def test_layout_drops_goal_dims_and_finds_goals():
 
 def test_normalizer_round_trips_and_normalizes_goal_dims():
     layout = StateLayout.from_info(TaskInfo("pointmaze-umaze", "maze", 6, 2, goal_dims=(4, 5)))
-    norm = Normalizer(stats(6, 2), layout, torch.device("cpu"))
     s = torch.randn(5, 4)
-    torch.testing.assert_close(norm.unstates(norm.states(s)), s)
-    torch.testing.assert_close(norm.state_dims(s[:, :2], (0, 1)), norm.states(s)[:, :2])
+    data = {"observations": np.random.default_rng(0).normal(size=(500, 6)) * 2 + 1}
+    data["actions"] = data["observations"][:, :2]
+    q = {
+        "obs_quantiles": quantiles(data["observations"]),
+        "act_quantiles": quantiles(data["actions"]),
+    }
+    for name in ("gaussian", "limits", "cdf"):
+        norm = make_normalizer(name, stats(6, 2, **q), layout, torch.device("cpu"))
+        inside = s.clamp(-1.5, 3.5)  # inside the data's range, where every normalizer inverts
+        torch.testing.assert_close(norm.unstates(norm.states(inside)), inside, atol=1e-4, rtol=0)
+        torch.testing.assert_close(norm.state_dims(s[:, :2], (0, 1)), norm.states(s)[:, :2])
+    with pytest.raises(ValueError, match="quantiles"):
+        make_normalizer("cdf", stats(6, 2), layout, torch.device("cpu"))
 
 
-def test_returns_scale_matches_decision_diffusers_hand_set_values():
+def test_limits_normalizer_is_diffusers_limits_normalizer():
+    """jannerm/diffuser ``LimitsNormalizer``: [min, max] -> [-1, 1], clamped to [-1, 1] before
+    unnormalizing; a constant dimension (``SafeLimitsNormalizer``) gets [v - 1, v + 1]."""
+    layout = StateLayout.from_info(TaskInfo("toy", "toy", 2, 1))
+    obs = np.stack([np.linspace(-3.0, 5.0, 9), np.full(9, 2.0)], axis=1)
+    q = {"obs_quantiles": quantiles(obs), "act_quantiles": quantiles(obs[:, :1])}
+    norm = make_normalizer("limits", stats(2, 1, **q), layout, torch.device("cpu"))
+    x = torch.tensor([[-3.0, 2.0], [5.0, 1.0], [1.0, 3.0]])
+    torch.testing.assert_close(norm.states(x), torch.tensor([[-1.0, 0.0], [1.0, -1.0], [0.0, 1.0]]))
+    torch.testing.assert_close(
+        norm.unstates(torch.tensor([[2.0, -7.0]])), torch.tensor([[5.0, 1.0]])
+    )
+
+
+def official_cdf(data: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """anuragajay/decision-diffuser ``CDFNormalizer1d.normalize``: ``interp1d`` over the unique
+    values and their cumulative frequencies, the input clipped to the data's range, to [-1, 1]."""
+    values, counts = np.unique(data, return_counts=True)
+    cumprob = np.cumsum(counts) / data.size
+    return 2 * np.interp(np.clip(x, values.min(), values.max()), values, cumprob) - 1
+
+
+def test_cdf_normalizer_is_decision_diffusers_within_a_quantile_step():
+    rng = np.random.default_rng(1)
+    obs = np.stack([rng.exponential(size=20_000), rng.integers(0, 4, size=20_000)], 1)
+    layout = StateLayout.from_info(TaskInfo("toy", "toy", 2, 1))
+    q = {"obs_quantiles": quantiles(obs), "act_quantiles": quantiles(obs[:, :1])}
+    norm = make_normalizer("cdf", stats(2, 1, **q), layout, torch.device("cpu"))
+    x = np.stack([rng.exponential(size=300) * 1.2, rng.integers(-1, 5, size=300)], 1)
+    ours = norm.states(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    for d in range(2):
+        official = official_cdf(obs[:, d], x[:, d])
+        np.testing.assert_allclose(ours[:, d], official, atol=2e-3)
+    assert ours.min() >= -1 and ours.max() <= 1
+    y = torch.linspace(-1, 1, 11)[:, None].expand(-1, 2)
+    back = norm.states(norm.unstates(y))
+    torch.testing.assert_close(back[:, 0], y[:, 0], atol=1e-3, rtol=0)  # continuous dim inverts
+
+
+def test_layout_goal_state_and_goal_exits():
+    point = StateLayout.from_info(TaskInfo("pointmaze-umaze", "maze", 6, 2, goal_dims=(4, 5)))
+    obs = torch.arange(12.0).reshape(2, 6)
+    torch.testing.assert_close(
+        point.goal_state(obs), torch.tensor([[4.0, 5, 0, 0], [10, 11, 0, 0]])
+    )
+    exits = point.goal_exits(0.5)
+    assert (exits.dims, exits.radius, exits.goal_dims, exits.goal) == ((0, 1), 0.5, (4, 5), ())
+    maze2d = StateLayout.from_info(TaskInfo("maze2d-umaze-v1", "maze", 4, 2))
+    assert maze2d.goal_exits(0.5).goal == (1.0, 1.0)
+
+
+def test_returns_scale_matches_decision_diffusers_hand_set_hopper_value():
     hopper = stats(11, 3, reward_max=4.0, return_max=3234.0)
     assert returns_scale(hopper, 0.99) == pytest.approx(400.0)
     sparse = stats(6, 2, reward_max=1.0, return_max=1.0)
@@ -160,7 +222,7 @@ def test_inverse_dynamics_step_plans_due_envs_and_heads_for_the_next_planned_sta
     info = TaskInfo("toy-line", "toy", 1, 1, action_low=-10.0, action_high=10.0)
     layout = StateLayout.from_info(info)
     unit = {"obs_mean": np.zeros(1, np.float32), "obs_std": np.ones(1, np.float32)}
-    norm = Normalizer(stats(1, 1, **unit), layout, torch.device("cpu"))
+    norm = make_normalizer("gaussian", stats(1, 1, **unit), layout, torch.device("cpu"))
     calls = []
 
     def plan(start, goal, target):

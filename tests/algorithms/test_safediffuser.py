@@ -12,6 +12,7 @@ from agent_data import unit_stats
 
 from algorithms import safediffuser
 from algorithms.common.contract import DatasetStats, TaskInfo
+from bench.data import quantiles
 from tasks.safety import Ceiling, SuperEllipse
 
 H, T = 16, 12  # the relaxed filter relaxes at t in {10, 11} and is exact below
@@ -47,7 +48,18 @@ def data_stats(info: TaskInfo, batch: dict[str, torch.Tensor]) -> DatasetStats:
     obs = batch["observations"].reshape(-1, info.obs_dim).numpy()
     act = batch["actions"].reshape(-1, info.act_dim).numpy()
     return DatasetStats(
-        obs.mean(0), obs.std(0) + 1e-3, act.mean(0), act.std(0) + 1e-3, 0, 0, 0, 0, len(obs), 1
+        obs.mean(0),
+        obs.std(0) + 1e-3,
+        act.mean(0),
+        act.std(0) + 1e-3,
+        0,
+        0,
+        0,
+        0,
+        len(obs),
+        1,
+        obs_quantiles=quantiles(obs),
+        act_quantiles=quantiles(act),
     )
 
 
@@ -211,7 +223,7 @@ def test_gradient_push_adds_step_over_gradient_near_the_obstacle(crossing_agent)
     out, x_prev, _ = one_step(agent, state, state, 5)
     cols = agent.barriers.columns
     obs = agent.barriers.observations(x_prev)
-    grad_z = DISC.gradient(obs) * agent.planner.norm.s_std[:2]
+    grad_z = DISC.gradient(obs) * agent.planner.norm.s_scale[:2]
     assert DISC.value(obs).item() < agent.cfg.push_threshold
     expected = x_prev[..., cols] + agent.cfg.push_step / grad_z
     torch.testing.assert_close(out[..., cols], expected)
@@ -251,6 +263,23 @@ def test_paper_values_extend_diffusers():
     # Diffuser's maze values underneath (a maze of no named size: the medium base)
     resolved = (cfg.horizon, cfg.n_diffusion_steps, cfg.controller, cfg.guided)
     assert resolved == (256, 256, "pd", False)
+    assert (cfg.normalizer, cfg.clip_denoised) == ("limits", True)  # the official's [-1, 1]
+
+
+@pytest.mark.parametrize("data", ["hopper-medium-v2", "walker2d-medium-expert-v2"])
+def test_locomotion_takes_the_official_locomotion_branch(data):
+    """Weixy21/SafeDiffuser branch ``locomotion``: no robust term on the ceilings, H = 600, one
+    plan (``batch_size`` 1), value discount 0.99; hopper-medium-expert guide scale 0.001."""
+    ceiling = Ceiling(dim=0, limit=1.5)
+    info = TaskInfo(f"ceiling-{data}", "locomotion", 11, 3, barriers=(ceiling,), dataset_task=data)
+    cfg = safediffuser.resolve(safediffuser.Config(), info, unit_stats(11, 3))
+    assert (cfg.robust_margin, cfg.horizon, cfg.n_candidates, cfg.discount) == (0.0, 600, 1, 0.99)
+    assert (cfg.normalizer, cfg.clip_denoised, cfg.n_diffusion_steps) == ("gaussian", False, 20)
+    hopper_me = dataclasses.replace(info, dataset_task="hopper-medium-expert-v2")
+    assert (
+        safediffuser.resolve(safediffuser.Config(), hopper_me, unit_stats(11, 3)).guide_scale
+        == 0.001
+    )
 
 
 # ---------------------------------------------------------------------------------- ceiling

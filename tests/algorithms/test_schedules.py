@@ -71,3 +71,15 @@ def test_posterior_terms_are_consistent():
 def test_unknown_schedule_names_the_valid_ones():
     with pytest.raises(ValueError, match="cosine"):
         make_betas("sigmoid", 10)
+
+
+@pytest.mark.parametrize("T", [20, 64, 200, 256])
+def test_cosine_is_diffusers_official_schedule(T):
+    """jannerm/diffuser ``diffuser/models/helpers.py`` ``cosine_beta_schedule``, written out:
+    the cosine on ``linspace(0, T + 1, T + 1) / (T + 1)``, clipped at 0.999 (float64 here)."""
+    steps = T + 1
+    x = torch.linspace(0, steps, steps, dtype=torch.float64)
+    alphas_cumprod = torch.cos(((x / steps) + 0.008) / (1 + 0.008) * math.pi * 0.5) ** 2
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    official = (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(0, 0.999).float()
+    torch.testing.assert_close(cosine_beta_schedule(T), official, rtol=1e-6, atol=0.0)

@@ -12,6 +12,8 @@ from torch import nn
 
 from algorithms import trebi
 from algorithms.common.contract import TaskInfo
+from bench.data import compute_stats, make_sampler
+from tasks.spec import Dataset, Provenance
 
 TINY = {"dim": 8, "dim_mults": (1, 2), "n_diffusion_steps": 5, "horizon": 12}
 GAMMA = 0.9
@@ -84,6 +86,79 @@ def test_data_spec_asks_for_costs_discounted_like_the_budget():
         12,
     )
     assert spec.discount == 0.997  # the reward value's discount
+    # config/locomotion.py: 'values' termination_penalty -100, 'cost_values' +100
+    assert (spec.terminal_reward, spec.terminal_cost) == (-100.0, 100.0)
+    pendulum = TaskInfo("safe-pendulum", "safe", 3, 1, cost_budget=1.0)
+    spec = tiny_agent(pendulum).data_spec
+    assert (spec.terminal_reward, spec.terminal_cost) == (0.0, 0.0)  # config/toy_safe_env.py
+
+
+# ---------------------------------------------------------------------------------- falls
+
+
+def falls_and_runs(n_each: int = 64) -> Dataset:
+    """Episodes of a 2-D toy ``[height, phase]`` with the same velocity cost, 1 per step: fallers
+    (12 steps, height sinking to 0.2, then ``terminals``) and runners (40 steps upright, then a
+    timeout). Without a penalty a fall is the cheaper future."""
+    obs, terminals, timeouts = [], [], []
+    for length, falls in [(12, True)] * n_each + [(40, False)] * n_each:
+        steps = np.arange(length)
+        height = 1.0 - 0.8 * steps / 11 if falls else np.ones(length)
+        obs.append(np.stack([height, (steps % 12) / 12], 1))
+        end = np.zeros(length, bool)
+        end[-1] = True
+        terminals.append(end & falls)
+        timeouts.append(end & (not falls))
+    obs = np.concatenate(obs).astype(np.float32)
+    n = len(obs)
+    arrays = {
+        "observations": obs,
+        "actions": np.zeros((n, 1), np.float32),
+        "rewards": np.ones(n, np.float32),
+        "next_observations": obs,
+        "terminals": np.concatenate(terminals),
+        "timeouts": np.concatenate(timeouts),
+        "costs": np.ones(n, np.float32),
+    }
+    return Dataset(arrays, Provenance("synthetic", "-", "-", n, 2 * n_each), 0.0, 1.0)
+
+
+def test_a_plan_that_falls_ranks_below_one_that_does_not_at_equal_velocity_cost():
+    """Trained on :func:`falls_and_runs` through its own ``DataSpec``, TREBI's cost value prices
+    a fall at the official +100: under a budget that neither window's velocity cost fits, the
+    upright window (28 more steps of cost ahead) is the cheaper, and it wins; with a budget both
+    fit, the -100 on the fall's reward makes the upright one the better."""
+    dataset = falls_and_runs()
+    info = TaskInfo(
+        "velocity-hopper-medium-v2",
+        "locomotion",
+        2,
+        1,
+        cost_budget=1.0,
+        cost_discount=0.997,
+        dataset_task="hopper-medium-v2",
+    )
+    cfg = trebi.Config(
+        **{**TINY, "horizon": 8}, lr=2e-3, value_lr=2e-3, cost_value_lr=2e-3, ema_start=10_000
+    )
+    torch.manual_seed(0)
+    agent = trebi.Agent(cfg, info, compute_stats(dataset), "cpu", 1)
+    sampler = make_sampler(dataset, agent.data_spec, torch.device("cpu"), seed=0)
+    for _ in range(150):
+        agent.update(sampler.sample())
+    # steps 4..11 of a faller (it falls at 11) and of a runner (28 steps to go after)
+    window = {k: torch.as_tensor(v[None, 4:12]) for k, v in dataset.arrays.items()}
+    runner = {
+        k: torch.as_tensor(v[None, 64 * 12 + 4 : 64 * 12 + 12]) for k, v in dataset.arrays.items()
+    }
+    x = torch.cat(
+        [agent.planner.segments({**b, "mask": torch.ones(1, 8)}).x0 for b in (window, runner)]
+    )[None]  # [1 env, 2 candidates, H, C]
+    value = agent.value_ema.model
+    for threshold in (1.0, 1000.0):  # neither window's cost fits / both fit
+        hooks = agent.hooks(torch.tensor([threshold]))
+        chosen = agent.planner.rank(x, value, hooks.score)
+        torch.testing.assert_close(chosen, x[:, 1])
 
 
 # ---------------------------------------------------------------------------------- budget

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from algorithms.common.unet import TemporalUnet, TemporalValue
+from algorithms.common.unet import LinearAttention, TemporalUnet, TemporalValue
 
 
 @pytest.mark.parametrize("horizon", [1, 5, 17, 32, 33])
@@ -69,3 +69,29 @@ def test_value_overfits_a_tiny_batch():
     target = torch.randn(16)
     first, last = fit(net, (x, t), target, steps=100, lr=3e-3)
     assert last < 0.01 * first
+
+
+def test_linear_attention_is_diffusers():
+    """jannerm/diffuser ``models/helpers.py``: ``Residual(PreNorm(dim, LinearAttention(dim)))``,
+    written out with its LayerNorm over channels and per-head einsums."""
+    torch.manual_seed(0)
+    attn = LinearAttention(16, heads=4, dim_head=32)
+    x = torch.randn(3, 16, 10)
+    var = torch.var(x, dim=1, unbiased=False, keepdim=True)
+    h = (x - x.mean(dim=1, keepdim=True)) / (var + 1e-5).sqrt()
+    q, k, v = (t.reshape(3, 4, 32, 10) for t in attn.to_qkv(h).chunk(3, dim=1))
+    context = torch.einsum("bhdn,bhen->bhde", k.softmax(dim=-1), v)
+    out = torch.einsum("bhde,bhdn->bhen", context, q * 32**-0.5).reshape(3, 128, 10)
+    torch.testing.assert_close(attn(x), x + attn.to_out(out))
+
+
+def test_attention_layers_sit_where_diffusers_do():
+    net = TemporalUnet(5, dim=8, dim_mults=(1, 2, 4), attention=True)
+    kinds = [type(level[3]).__name__ for level in (*net.downs, *net.ups)]
+    assert (
+        kinds == ["LinearAttention"] * 5 and type(net.mid_attention).__name__ == "LinearAttention"
+    )
+    x, t = torch.randn(2, 12, 5), torch.zeros(2, dtype=torch.long)
+    assert net(x, t).shape == (2, 12, 5)
+    plain = TemporalUnet(5, dim=8, dim_mults=(1, 2, 4))
+    assert not any(type(m).__name__ == "LinearAttention" for m in plain.modules())

@@ -48,3 +48,19 @@ def test_unknown_task_lists_valid_ids():
     text = str(err.value)
     assert "'hopper-mediun-v2'" in text
     assert "hopper-medium-v2" in text and "pointmaze-umaze" in text
+
+
+@pytest.mark.parametrize(
+    ("task", "limit"),
+    [
+        ("ceiling-hopper-medium-v2", 1.5),
+        ("ceiling-hopper-medium-expert-v2", 1.5),
+        ("ceiling-walker2d-medium-v2", 1.3),
+        ("ceiling-walker2d-medium-expert-v2", 1.3),
+    ],
+)
+def test_torso_ceilings_are_safediffusers_official_heights(task, limit):
+    """Weixy21/SafeDiffuser branch ``locomotion``, diffuser/models/diffusion.py:
+    ``invariance_hopper`` height 1.5, ``invariance`` (walker2d) 1.3, on the torso height rootz."""
+    (ceiling,) = get_task(task).safety.barriers
+    assert (ceiling.dim, ceiling.limit, ceiling.upper) == (0, limit, True)
