@@ -3,7 +3,7 @@
 The returns table of the locomotion forge. For every env and level it lists the shipped behaviour
 policy's training step and its return over ``--episodes`` episodes (stochastic actions, the ones
 that collect the data; seeds ``--seed + i``), the mean episode return of the dataset forged with
-it (at ``--data-scale``; episodes cut at the end of a collection slot included), and the mean
+it (at ``--data-scale``, over its complete episodes: a forge's slots end with a cut one), and the mean
 return of D4RL's dataset of the same name, all D4RL-normalized, so a reader sees at once whether a
 forged level is the level users know. Levels whose policies are not shipped are listed as such.
 Writes ``policies.md`` and ``policies.csv``; outputs are byte-stable for the same policies, seeds
@@ -61,7 +61,10 @@ def policy_rows(episodes: int, seed: int, data_scale: float) -> list[list[str]]:
             spec = get_task(f"{env}-{level}-v2")
             if data_scale > 0 and policies_shipped(spec):
                 path = forge(spec, scale=data_scale, progress=False)
-                row[5] = score(episode_returns(read_d4rl_hdf5(path)).mean(), env)
+                data_returns = episode_returns(read_d4rl_hdf5(path), spec.max_episode_steps)
+                row[5] = (
+                    score(data_returns.mean(), env) if len(data_returns) else "no whole episode"
+                )
             rows.append(row)
     return rows
 
@@ -72,11 +75,17 @@ def score(mean_return: float, env: str) -> str:
     return f"{float(normalized_score(np.array([mean_return]), ref_min, ref_max)[0]):.1f}"
 
 
-def episode_returns(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Return of every episode of a D4RL-layout dataset (ends at terminals or timeouts)."""
+def episode_returns(arrays: dict[str, np.ndarray], max_steps: int) -> np.ndarray:
+    """Returns of the complete episodes of a D4RL-layout dataset: those that end in a fall
+    (``terminals``) or at the ``max_steps`` time limit. An episode cut short by the end of a
+    collection slot is left out: its partial return would understate the level."""
     ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
-    sums = np.add.reduceat(arrays["rewards"].astype(np.float64), np.r_[0, ends[:-1] + 1])
-    return sums
+    if not len(ends):
+        return np.zeros(0)
+    starts = np.r_[0, ends[:-1] + 1]
+    sums = np.add.reduceat(arrays["rewards"][: ends[-1] + 1].astype(np.float64), starts)
+    complete = arrays["terminals"][ends] | (ends - starts + 1 >= max_steps)
+    return sums[complete]
 
 
 def write_table(
@@ -92,8 +101,8 @@ def write_table(
         "# Behaviour policies of the locomotion forge",
         "",
         f"Each shipped policy (`tasks/policies/<env>/`) run for {episodes} episodes with stochastic "
-        f"actions, seeds {seed}+i, on gymnasium `*-v5`; the forged data's mean episode return at "
-        f"`data.scale={data_scale:g}`; D4RL's dataset mean from "
+        f"actions, seeds {seed}+i, in the task's environment; the forged data's mean return over its "
+        f"complete episodes at `data.scale={data_scale:g}` (at small scales medium-replay has none); D4RL's dataset mean from "
         "`tasks.forge.locomotion.D4RL_DATASET_RETURNS` (sources cited there). "
         "Normalized: D4RL's score (100 x (return - random ref) / (expert ref - random ref)).",
         "",

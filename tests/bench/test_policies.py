@@ -2,10 +2,11 @@
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
-from bench.policies import policy_rows, write_table
+from bench.policies import episode_returns, policy_rows, write_table
 from tasks.forge.policies import untrained_policy_set
 from tasks.forge.sac import evaluate_actor, make_actor
 from tasks.registry import LOCOMOTION
@@ -43,3 +44,11 @@ def test_table_scores_shipped_levels_and_marks_the_rest(tmp_path):
         assert list(csv.reader(f))[1:] == rows
     text = (tmp_path / "out" / "policies.md").read_text()
     assert "| hopper | random | 0 |" in text and "--episodes 3 --seed 5" in text
+
+
+def test_forged_data_return_counts_only_complete_episodes():
+    rewards = np.ones(7, dtype=np.float32)
+    terminals = np.array([0, 1, 0, 0, 0, 0, 0], dtype=bool)  # a fall after 2 steps
+    timeouts = np.array([0, 0, 0, 0, 1, 0, 1], dtype=bool)  # the 3-step limit, then a cut end
+    arrays = {"rewards": rewards, "terminals": terminals, "timeouts": timeouts}
+    np.testing.assert_array_equal(episode_returns(arrays, max_steps=3), [2.0, 3.0])
