@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 import algorithms
 from algorithms.common.contract import DatasetStats, TaskInfo
 from algorithms.common.defaults import Official, paper_budget
+from bench.run import env_task_info
 from tasks.envs import make_env
 from tasks.registry import get_task
 
@@ -69,29 +70,12 @@ def reference_info(task_id: str) -> TaskInfo:
     spec = get_task(task_id)
     env = make_env(spec)
     try:
-        obs_dim = int(np.prod(env.observation_space.shape))
-        space = env.action_space
-        info = TaskInfo(
-            task_id=spec.task_id,
-            kind=spec.kind,
-            obs_dim=obs_dim,
-            act_dim=int(np.prod(space.shape)),
-            action_low=float(np.min(space.low)),
-            action_high=float(np.max(space.high)),
-            max_episode_steps=spec.max_episode_steps,
-            goal_dims=spec.goal_dims,
-        )
+        budget = None
+        if spec.safety is not None:
+            budget = spec.safety.budget if spec.safety.budget is not None else 1.0
+        return env_task_info(spec, env, budget)
     finally:
         env.close()
-    if spec.safety is None:
-        return info
-    return dataclasses.replace(
-        info,
-        cost_budget=spec.safety.budget if spec.safety.budget is not None else 1.0,
-        cost_discount=spec.safety.cost_discount,
-        barriers=spec.safety.barriers,
-        dataset_task=spec.dataset_task,
-    )
 
 
 def placeholder_stats(info: TaskInfo, scale: float) -> DatasetStats:

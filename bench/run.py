@@ -99,33 +99,42 @@ def run_directory(cfg: dict, algo: str, params: dict) -> Path:
 
 
 def task_info(spec: TaskSpec, dataset: Dataset, safety: dict | None = None) -> TaskInfo:
-    """What the agent may know about the task, read off its environment and data.
+    """What the agent may know about the task, read off its environment and data (whose widths
+    must fit the environment).
 
     On a safe task the cost budget is resolved here (``safety.budget`` / ``safety.budget_ratio``
     override the task's, see :func:`tasks.safety.resolve_budget`).
     """
     env = make_env(spec)
     try:
-        space = env.action_space
         check_widths(spec, dataset, env)
-        info = TaskInfo(
-            task_id=spec.task_id,
-            kind=spec.kind,
-            obs_dim=int(dataset.arrays["observations"].shape[-1]),
-            act_dim=int(np.prod(space.shape)),
-            action_low=float(np.min(space.low)),
-            action_high=float(np.max(space.high)),
-            max_episode_steps=spec.max_episode_steps,
-            goal_dims=spec.goal_dims,
-        )
+        budget = None
+        if spec.safety is not None:
+            budget, _ = safety_budget(spec, dataset, safety or {})
+        return env_task_info(spec, env, budget)
     finally:
         env.close()
+
+
+def env_task_info(spec: TaskSpec, env, cost_budget: float | None = None) -> TaskInfo:
+    """The :class:`TaskInfo` of ``spec`` from its environment's spaces; a safe task's also carries
+    its constraints and ``cost_budget``."""
+    space = env.action_space
+    info = TaskInfo(
+        task_id=spec.task_id,
+        kind=spec.kind,
+        obs_dim=int(np.prod(env.observation_space.shape)),
+        act_dim=int(np.prod(space.shape)),
+        action_low=float(np.min(space.low)),
+        action_high=float(np.max(space.high)),
+        max_episode_steps=spec.max_episode_steps,
+        goal_dims=spec.goal_dims,
+    )
     if spec.safety is None:
         return info
-    budget, _ = safety_budget(spec, dataset, safety or {})
     return dataclasses.replace(
         info,
-        cost_budget=budget,
+        cost_budget=cost_budget,
         cost_discount=spec.safety.cost_discount,
         barriers=spec.safety.barriers,
         dataset_task=spec.dataset_task,
