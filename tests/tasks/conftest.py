@@ -1,6 +1,7 @@
 """Every tasks test gets its own empty D4RL, Minari and forge directories."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +20,12 @@ def data_dirs(tmp_path, monkeypatch):
 def few_ref_episodes(monkeypatch):
     """Point-maze reference scores over 3 episodes instead of 100, to keep forges fast."""
     monkeypatch.setattr("tasks.forge.pointmaze.REF_EPISODES", 3)
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-exact comparisons and small matmuls: one torch thread, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

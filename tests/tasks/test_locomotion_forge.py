@@ -6,6 +6,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
+from tiny_sac import tiny_sac
 
 import tasks.forge.locomotion as locomotion
 from tasks.forge import forge, forged_path
@@ -239,32 +240,9 @@ def test_missing_policies_say_how_to_train_them(tmp_path, monkeypatch):
     assert " h on a shared 2-core CPU" in text and "walker2d-random-v2" in text
 
 
-def _tiny_sac(**overrides) -> SACConfig:
-    cfg = dict(
-        env_id="Hopper-v5",
-        total_steps=300,
-        learning_starts=100,
-        hidden=32,
-        batch_size=32,
-        checkpoint_every=100,
-        save_every=200,
-        eval_episodes=2,
-    )
-    return SACConfig(**{**cfg, **overrides})
-
-
-@pytest.fixture
-def one_thread():
-    """Bit-exact comparisons and small matmuls: one torch thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_sac_critic_loss_falls_and_actor_value_rises(tmp_path):
-    trainer = SACTrainer(_tiny_sac(hidden=64, batch_size=64), tmp_path / "run")
+    trainer = SACTrainer(tiny_sac(hidden=64, batch_size=64), tmp_path / "run")
     for _ in range(500):
         trainer.collect_step()
     metrics = torch.stack([trainer.update() for _ in range(300)])
@@ -275,7 +253,7 @@ def test_sac_critic_loss_falls_and_actor_value_rises(tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_sac_resumes_bit_for_bit(tmp_path, monkeypatch):
-    cfg = _tiny_sac()
+    cfg = tiny_sac()
     straight = SACTrainer(cfg, tmp_path / "straight")
     straight.train(progress=False)
 
@@ -314,7 +292,7 @@ def _shipped_levels(env: str) -> list[str]:
 
 @pytest.mark.usefixtures("one_thread")
 def test_sac_stops_at_until_and_resumes_bit_for_bit(tmp_path):
-    cfg = _tiny_sac()
+    cfg = tiny_sac()
     straight = SACTrainer(cfg, tmp_path / "straight")
     straight.train(progress=False)
     stopped = SACTrainer(cfg, tmp_path / "stopped")

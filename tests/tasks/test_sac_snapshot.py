@@ -4,32 +4,19 @@ import json
 
 import pytest
 import torch
+from tiny_sac import tiny_sac
 
 from tasks.forge import sac_snapshot
-from tasks.forge.sac import SACConfig, SACTrainer
+from tasks.forge.sac import SACTrainer
 
-CFG = dict(
-    env_id="Walker2d-v5",
-    total_steps=300,
-    learning_starts=100,
-    hidden=32,
-    batch_size=32,
-    checkpoint_every=100,
-    save_every=200,
-    eval_episodes=1,
-)
+CFG = {"env_id": "Walker2d-v5", "eval_episodes": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_packed_run_restores_and_continues_bit_for_bit(tmp_path):
-    cfg = SACConfig(**CFG)
+    cfg = tiny_sac(**CFG)
     straight = SACTrainer(cfg, tmp_path / "straight")
     straight.train(progress=False)
 
@@ -53,7 +40,7 @@ def test_packed_run_restores_and_continues_bit_for_bit(tmp_path):
 
 
 def test_resimulation_detects_other_transitions(tmp_path):
-    cfg = SACConfig(**CFG)
+    cfg = tiny_sac(**CFG)
     run = SACTrainer(cfg, tmp_path / "run")
     run.train(progress=False, until=lambda checkpoints: checkpoints[-1].step >= 200)
     packed = sac_snapshot.pack(tmp_path / "run", tmp_path / "snap", [])
