@@ -42,7 +42,10 @@ Differences from the official code and why:
 - on mazes (which the paper does not evaluate) the goal position is inpainted at the last step,
   as in Diffuser; ``pointmaze-*`` goal dims are not diffused;
 - at an episode's start the history is the first state repeated; ``replan_every`` > 1 follows
-  the plan open-loop between plans (the official plans every step, the default here too).
+  the plan open-loop between plans (the official plans every step, the default here too);
+  ``warm_start`` > 0 denoises each replan from the previous plan, shifted to the present and
+  noised to that share of T, and ``ddim_steps`` samples with DDIM (options for speed, off by
+  default: the official samples every plan from pure noise with all T steps).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from torch import Tensor
 
 from algorithms.common.contract import Checkpointable, DatasetStats, DataSpec, TaskInfo
 from algorithms.common.defaults import Official, PaperDefaults, Settings, check_choice, fill
-from algorithms.common.diffusion import GaussianDiffusion
+from algorithms.common.diffusion import GaussianDiffusion, WarmStart
 from algorithms.common.nets import EMA
 from algorithms.common.planning import (
     MAZE_POSITION,
@@ -68,6 +71,7 @@ from algorithms.common.planning import (
     StateHistory,
     StateLayout,
     act_by_inverse_dynamics,
+    check_warm_start,
     clip_range,
     condition,
     dropped,
@@ -132,6 +136,7 @@ class Config:
     ddim_steps: int | None = None  # sampler steps at acting time; None: all T DDPM steps
     ddim_eta: float = 0.0  # DDIM noise (0: deterministic) when ddim_steps is set
     replan_every: int = 1  # env steps between plans (0: once per episode), open-loop between
+    warm_start: float = 0.0  # replans denoise the last plan from this share of T (0: pure noise)
 
 
 def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
@@ -143,6 +148,7 @@ def resolve(cfg: Config, info: TaskInfo, stats: DatasetStats) -> Config:
         out = dataclasses.replace(out, returns_scale=returns_scale(stats, out.discount))
     if out.clip_denoised is None:
         out = dataclasses.replace(out, clip_denoised=CLIP_OF_NORMALIZER[out.normalizer])
+    check_warm_start(out.warm_start)
     if not 1 <= out.history < out.horizon:
         raise ValueError(
             f"algo.history={out.history} is not valid; valid: 1 to algo.horizon - 1 = "
@@ -241,10 +247,17 @@ class Agent(Checkpointable):
         self.step += 1
         return {"diffusion_loss": plan_loss.detach(), "inverse_loss": inverse_loss.detach()}
 
-    def plan(self, history: Tensor, goal: Tensor | None, returns: Sequence[Tensor]) -> Tensor:
+    def plan(
+        self,
+        history: Tensor,
+        goal: Tensor | None,
+        returns: Sequence[Tensor],
+        warm: WarmStart | None = None,
+    ) -> Tensor:
         """Normalized state plans ``[n, H, S]`` from histories ``[n, k, S]``.
 
-        ``returns``: one ``[n, 1]`` normalized target return per guided condition, composed.
+        ``returns``: one ``[n, 1]`` normalized target return per guided condition, composed;
+        ``warm``: the previous plans to start from (a cold plan from noise when None).
         """
         cfg, n = self.cfg, len(history)
         shape = (n, cfg.horizon, self.layout.state_dim)
@@ -258,13 +271,14 @@ class Agent(Checkpointable):
             temperature=cfg.temperature,
             cfg=cfg_guide,
             inpaint=self.constraints(shape, history, goal).hook(),
+            warm=warm,
         )
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n_envs, act_dim]``: plans for all due envs in one pass, inverse dynamics."""
         return act_by_inverse_dynamics(
             obs,
-            lambda history, goal, target: self.plan(history, goal, [target]),
+            lambda history, goal, target, warm: self.plan(history, goal, [target], warm),
             layout=self.layout,
             norm=self.norm,
             plans=self.plans,
@@ -272,6 +286,8 @@ class Agent(Checkpointable):
             info=self.info,
             target_return=self.cfg.target_return,
             history=self.history,
+            warm_start=self.cfg.warm_start,
+            n_diffusion_steps=self.cfg.n_diffusion_steps,
         )
 
     def reset(self, done: np.ndarray | None = None) -> None:

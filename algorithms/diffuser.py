@@ -47,7 +47,10 @@ Differences and why:
 - the value model trains alongside the diffuser in every ``update`` (official: two runs, 1M and
   200k steps);
 - plans are ranked by the value of the final sample at step 0 (official: the value seen during
-  the last guided step); ``ddim_steps`` samples with DDIM instead of all T steps;
+  the last guided step); ``ddim_steps`` samples with DDIM instead of all T steps; with
+  ``warm_start`` > 0 a replan starts from the plan being followed, shifted to the present and
+  noised to that share of T (options for speed, off by default: the official samples every
+  plan from pure noise with all T steps);
 - maze2d's fixed target comes from D4RL's constants (the official reads ``env._target``).
 """
 

@@ -421,7 +421,9 @@ class Agent(Checkpointable):
         """Actions ``[n_envs, act_dim]``: both levels planned for all due envs in one batch each."""
         return act_by_inverse_dynamics(
             obs,
-            self.plan,
+            # HDMI has no warm start (its plans are subgoal chains, re-proposed from noise), so
+            # with the default warm_start=0 the acting step always passes None here.
+            lambda start, goal, target, _warm: self.plan(start, goal, target),
             layout=self.layout,
             norm=self.norm,
             plans=self.plans,

@@ -73,7 +73,8 @@ Differences and why:
   state inside an obstacle cannot make another state's QP infeasible (its own is solvable: ``u``
   is unbounded; with an exactly zero gradient inside an obstacle the solver returns the least
   violating candidate);
-- with ``ddim_steps`` the hooks act at every visited step ``t``; the ReS / TVS schedules use ``t``;
+- with ``ddim_steps`` (or ``warm_start``) the hooks act at every visited step ``t``; the ReS / TVS
+  schedules use ``t``;
 - the margin, ``k``, ``w`` and ``t_bias`` apply to every barrier alike; the margin is in ``b``'s
   units (level-set units for super-ellipses as the official, distance for a ceiling, whose
   official margin is 0).

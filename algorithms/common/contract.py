@@ -66,6 +66,8 @@ VOCABULARY: dict[str, str] = {
     "hidden": "hidden width of MLPs (``actor_hidden``/``critic_hidden`` where they differ)",
     "depth": "hidden layers of MLPs",
     "horizon": "planned (or sampled) segment length",
+    "replan_every": "environment steps between new plans, executed open-loop between (0: once)",
+    "warm_start": "share of T a replan denoises, from the last plan shifted (0: from pure noise)",
     "reward_norm": "reward transform before the critic: returns, minus_one, cql_antmaze or none",
 }
 

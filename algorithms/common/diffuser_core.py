@@ -42,6 +42,7 @@ from algorithms.common.diffusion import (
     Denoiser,
     GaussianDiffusion,
     GradFn,
+    WarmStart,
     value_gradient,
 )
 from algorithms.common.nets import EMA, gradient_step
@@ -51,9 +52,11 @@ from algorithms.common.planning import (
     OpenLoopPlans,
     StateLayout,
     best_of,
+    check_warm_start,
     follow_plan,
     make_normalizer,
     to_tensor,
+    warm_start_from,
     with_inpainting,
 )
 from algorithms.common.schedules import make_betas
@@ -181,6 +184,7 @@ class DiffuserConfig:
     ddim_steps: int | None = None  # sampler steps at acting time (None: all T DDPM steps)
     ddim_eta: float = 0.0  # DDIM's stochasticity (0: deterministic)
     replan_every: int | None = None  # steps between new plans (0: one plan per episode)
+    warm_start: float = 0.0  # replans denoise the last plan from this share of T (0: pure noise)
     controller: str | None = None  # pd: follow planned states (mazes); actions: planned actions
 
 
@@ -198,6 +202,7 @@ def resolve_diffuser(cfg: C, paper: PaperDefaults, info: TaskInfo) -> C:
         )
     if out.goal_exit_radius > 0 and info.kind != "maze":
         raise ValueError("algo.goal_exit_radius cuts episodes at a maze goal; use 0 off mazes")
+    check_warm_start(out.warm_start)
     return dataclasses.replace(out, dim_mults=tuple(out.dim_mults))
 
 
@@ -353,11 +358,17 @@ class DiffuserPlanner:
         return best_of(x, values if score is None else score(x, values))
 
     def plan(
-        self, obs: Tensor, model: Denoiser, value: Callable | None, hooks: PlanHooks
+        self,
+        obs: Tensor,
+        model: Denoiser,
+        value: Callable | None,
+        hooks: PlanHooks,
+        warm: WarmStart | None = None,
     ) -> Tensor:
         """Normalized plans ``[n, H, C]`` for observations ``[n, obs_dim]``: ``n_candidates``
-        each, sampled in one pass by the denoiser ``model``, guided by ``value`` (``V(x, t)``,
-        None: unguided) and ``hooks``, then ranked (:meth:`rank`)."""
+        each, sampled in one pass by the denoiser ``model`` (from ``warm``'s plans ``[n, H, C]``
+        when given, see :meth:`warm_start`), guided by ``value`` (``V(x, t)``, None: unguided)
+        and ``hooks``, then ranked (:meth:`rank`)."""
         cfg = self.cfg
         start = self.norm.states(self.layout.states(obs)).unsqueeze(1)
         goal = None
@@ -372,24 +383,32 @@ class DiffuserPlanner:
             guidance=self.guidance(value, hooks.guide_term),
             projection=hooks.projection,
             inpaint=self.constraints(shape, start, goal).hook(),
+            warm=None if warm is None else WarmStart(warm.x0.unsqueeze(1), warm.step),
         )
         return self.rank(x, value, hooks.score)
+
+    def warm_start(self, due: np.ndarray) -> WarmStart | None:
+        """The warm start of a replan for the environments flagged in ``due`` (``warm_start``
+        > 0 and each of them following a plan), else None: a cold plan from pure noise."""
+        return warm_start_from(self.plans, due, self.cfg.warm_start, self.diffusion.T)
 
     @torch.no_grad()
     def act(
         self,
         obs: np.ndarray,
-        plan: Callable[[Tensor, Tensor | None], Tensor],
+        plan: Callable[[Tensor, Tensor | None, WarmStart | None], Tensor],
         context: Tensor | None = None,
     ) -> np.ndarray:
-        """Actions ``[n_envs, act_dim]``: ``plan(obs, context)`` once for all environments due to
-        plan (``context [n_envs, ...]`` cut to them), then each plan's action at its age, or on
-        mazes the controller towards its next waypoint."""
+        """Actions ``[n_envs, act_dim]``: ``plan(obs, context, warm)`` once for all environments
+        due to plan (``context [n_envs, ...]`` cut to them; ``warm`` from :meth:`warm_start`),
+        then each plan's action at its age, or on mazes the controller towards its next
+        waypoint."""
         obs_t = to_tensor(obs, self.device)
         due = self.plans.due(len(obs_t))
         if due.any():
             rows = torch.as_tensor(due, device=self.device)
-            new = plan(obs_t[rows], None if context is None else context[rows])
+            context = None if context is None else context[rows]
+            new = plan(obs_t[rows], context, self.warm_start(due))
             # Step 0 is the observed state, inpainted: the planner's states start at step 1.
             self.monitor.observe(self.norm.unstates(new[:, 1:, self.act_dim :]))
             self.plans.store(due, new)
@@ -472,11 +491,14 @@ class DiffuserAgent(Checkpointable):
         """Plain Diffuser adds nothing to the planning pass."""
         return PlanHooks()
 
-    def plan(self, obs: Tensor, context: Tensor | None = None) -> Tensor:
+    def plan(
+        self, obs: Tensor, context: Tensor | None = None, warm: WarmStart | None = None
+    ) -> Tensor:
         """Best of ``n_candidates`` normalized plans ``[n, H, C]`` for observations ``[n, obs]``
-        under the hooks built from ``context`` (per environment, or None)."""
+        under the hooks built from ``context`` (per environment, or None), warm-started from
+        ``warm`` when given."""
         value = None if self.value_ema is None else self.value_ema.model
-        return self.planner.plan(obs, self.ema.model, value, self.hooks(context))
+        return self.planner.plan(obs, self.ema.model, value, self.hooks(context), warm)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions ``[n_envs, act_dim]``: one batched denoising pass for all envs due to plan."""

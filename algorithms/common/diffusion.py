@@ -102,6 +102,26 @@ def _cat_conds(conds: Sequence[Any]) -> Any:
     raise TypeError(f"classifier-free guidance needs tensor or dict conditions, got {type(first)}")
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """Sampling that starts from ``x0`` noised to diffusion step ``step`` (``q(x_step | x0)``)
+    and denoises from there, visiting only the sampler's steps below it.
+
+    A planner that replans passes its previous plan, shifted to the present, so that each new
+    plan costs a fraction ``step / T`` of a cold one (the warm-started replanning of issue 17;
+    an option, never a default: the official planners sample every plan from pure noise).
+    ``x0`` broadcasts against the sample's shape (e.g. ``[n, 1, H, C]`` for ``P`` candidates).
+    """
+
+    x0: torch.Tensor
+    step: int
+
+    def steps(self, visited: list[int]) -> list[int]:
+        """The descending steps a warm-started sampler visits: ``step`` itself, then those of
+        ``visited`` below it."""
+        return [self.step, *(i for i in visited if i < self.step)]
+
+
 class GaussianDiffusion(nn.Module):
     """A noise schedule plus the denoiser's parametrization; see the module docstring.
 
@@ -257,6 +277,7 @@ class GaussianDiffusion(nn.Module):
         projection: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
         inpaint: Callable[[torch.Tensor], torch.Tensor] | None = None,
         differentiable: bool = False,
+        warm: WarmStart | None = None,
     ) -> torch.Tensor:
         """Denoise ``temperature * N(0, I)`` noise of ``shape`` (``[*batch, *event]``) to step 0.
 
@@ -265,7 +286,8 @@ class GaussianDiffusion(nn.Module):
         posterior noise). ``temperature`` scales the initial noise and the noise added at each step
         (Decision Diffuser's 0.5; IDQL's ``ddpm_temperature`` scales only the latter, the same at
         its default 1). ``differentiable`` keeps the autograd graph through the whole chain.
-        Hooks: see the module docstring.
+        ``warm`` starts from a given sample noised to an intermediate step instead of from pure
+        noise (:class:`WarmStart`). Hooks: see the module docstring.
         """
         device = self.sqrt_ac.device
         shape = tuple(shape)
@@ -273,6 +295,11 @@ class GaussianDiffusion(nn.Module):
         steps = self.timesteps(ddim_steps)
         with torch.set_grad_enabled(differentiable):
             x = temperature * torch.randn(shape, device=device)
+            if warm is not None:
+                steps = warm.steps(steps)
+                x = self.q_sample(
+                    warm.x0.expand(shape), torch.full(batch_shape, steps[0], device=device), x
+                )
             if inpaint is not None:
                 x = inpaint(x)
             for k, i in enumerate(steps):

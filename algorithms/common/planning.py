@@ -21,6 +21,7 @@ every evaluation environment at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from algorithms.common.contract import DatasetStats, GoalExits, TaskInfo
 from algorithms.common.diffusion import (
     ClassifierFreeGuidance,
     Denoiser,
+    WarmStart,
     inpainting,
 )
 from algorithms.common.nets import mlp
@@ -424,6 +426,42 @@ class OpenLoopPlans:
     def advance(self) -> None:
         self.age += 1
 
+    def shifted(self, which: np.ndarray) -> Tensor | None:
+        """The plans of the environments flagged in ``which``, each shifted by its age so that
+        its step 0 is the present (the freed tail repeats the last step): the start of a
+        warm-started replan. ``None`` when one of them has no plan to continue (after a reset).
+        """
+        if self.plans is None or len(self.stale) != len(which) or self.stale[which].any():
+            return None
+        idx = torch.as_tensor(np.flatnonzero(which), device=self.plans.device)
+        horizon = self.plans.shape[1]
+        steps = torch.arange(horizon, device=self.plans.device)
+        rows = (steps + self.age[idx, None]).clamp(max=horizon - 1)  # [k, H]
+        return self.plans[idx[:, None], rows]
+
+
+def warm_start_from(
+    plans: OpenLoopPlans, due: np.ndarray, share: float, n_diffusion_steps: int
+) -> WarmStart | None:
+    """A replan's :class:`WarmStart` for the environments flagged in ``due``: the plans they
+    follow, shifted to the present, noised to the step after which ``share`` of the ``T`` steps
+    remain (``share=0.2``, T=20: from step 3, four denoiser calls instead of twenty). None, a
+    cold plan, when ``share`` is 0 or one of them follows no plan (it was reset)."""
+    if share <= 0:
+        return None
+    previous = plans.shifted(due)
+    if previous is None:
+        return None
+    return WarmStart(previous, max(math.ceil(share * n_diffusion_steps), 1) - 1)
+
+
+def check_warm_start(share: float) -> None:
+    """``algo.warm_start`` is a share of the diffusion steps, in [0, 1]."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(
+            f"algo.warm_start={share}: a share of the diffusion steps, in [0, 1] (0: official)"
+        )
+
 
 class StateHistory:
     """The last ``length`` states of every environment ``[n, length, S]``, newest last.
@@ -463,7 +501,7 @@ class StateHistory:
 @torch.no_grad()
 def act_by_inverse_dynamics(
     obs: np.ndarray,
-    plan: Callable[[Tensor, Tensor | None, Tensor], Tensor],
+    plan: Callable[[Tensor, Tensor | None, Tensor, WarmStart | None], Tensor],
     *,
     layout: StateLayout,
     norm: Normalizer,
@@ -472,15 +510,18 @@ def act_by_inverse_dynamics(
     info: TaskInfo,
     target_return: float,
     history: StateHistory | None = None,
+    warm_start: float = 0.0,
+    n_diffusion_steps: int = 0,
 ) -> np.ndarray:
     """Decision Diffuser's acting step (also HDMI's): plan for every due environment in one
     batch, then ``a_t = f(s_t, s_next)`` towards the state the plan puts after the current one.
 
-    ``plan(start, goal, target)`` returns normalized state plans ``[n, H, S]`` for the due
+    ``plan(start, goal, target, warm)`` returns normalized state plans ``[n, H, S]`` for the due
     environments: ``start`` is their history ``[n, k, S]`` (newest last, pushed here every step)
     or, without ``history``, their current state ``[n, S]`` (``k = 1``); ``goal`` the normalized
     maze goal position ``[n, 2]`` (``None`` off mazes); ``target`` the normalized target return
-    ``[n, 1]``. A plan holds the ``k`` starting states first, so after ``age`` steps of following
+    ``[n, 1]``; ``warm`` the :class:`WarmStart` of the replan (:func:`warm_start_from` with
+    ``warm_start`` and ``n_diffusion_steps``; always None at ``warm_start=0``). A plan holds the ``k`` starting states first, so after ``age`` steps of following
     it the next state is at ``k + age`` (the last one past its end). Returns actions
     ``[n_envs, act_dim]`` clamped to the action bounds.
     """
@@ -495,7 +536,8 @@ def act_by_inverse_dynamics(
         if layout.is_maze:
             goal = norm.state_dims(layout.goal(obs_t[rows]), MAZE_POSITION)
         target = torch.full((int(due.sum()), 1), target_return, device=device)
-        plans.store(due, plan(start[rows], goal, target))
+        warm = warm_start_from(plans, due, warm_start, n_diffusion_steps)
+        plans.store(due, plan(start[rows], goal, target, warm))
     nxt = (plans.age + k).clamp(max=plans.plans.shape[1] - 1)
     next_state = plans.plans[torch.arange(len(plans.plans), device=device), nxt]
     action = norm.unactions(inverse(state, next_state))

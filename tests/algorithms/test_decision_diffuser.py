@@ -66,7 +66,9 @@ def test_acting_keeps_a_history_and_plans_all_envs_in_one_pass(monkeypatch):
     agent = dd.Agent(dd.Config(**TINY), POINTMAZE, unit_stats(6, 2, return_max=1000.0), "cpu", 1)
     histories = []
     plan = agent.plan
-    monkeypatch.setattr(agent, "plan", lambda h, g, r: histories.append(h.clone()) or plan(h, g, r))
+    monkeypatch.setattr(
+        agent, "plan", lambda h, g, r, w: histories.append(h.clone()) or plan(h, g, r, w)
+    )
     agent.reset()
     rng = np.random.default_rng(0)
     observations = [rng.normal(size=(5, 6)).astype(np.float32) for _ in range(3)]
@@ -194,7 +196,7 @@ def test_inverse_dynamics_heads_for_the_plans_next_state(monkeypatch):
         1,
     )
     plan = torch.arange(n * 12 * 4, dtype=torch.float32).reshape(n, 12, 4) / 100
-    monkeypatch.setattr(agent, "plan", lambda history, goal, returns: plan.clone())
+    monkeypatch.setattr(agent, "plan", lambda history, goal, returns, warm: plan.clone())
     agent.inverse = RecordingInverse(2)
     agent.reset()
     obs = np.random.default_rng(0).uniform(-1, 1, size=(n, 6)).astype(np.float32)

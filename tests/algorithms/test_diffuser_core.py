@@ -1,6 +1,7 @@
 """Diffuser's shared machinery: paper settings that variants extend, the segment value's loss and
 guidance, and a variant's hooks in the planning pass."""
 
+import numpy as np
 import torch
 from agent_data import unit_stats
 
@@ -100,3 +101,32 @@ def test_a_variants_hooks_act_in_the_planning_pass():
     assert steps == [2, 1, 0] and plans.shape == (2, 4, 5) and plans.abs().max() <= 0.5
     chosen = planner.rank(x, value, lowest_first)
     torch.testing.assert_close(chosen[:, 0, 0], x[..., 0, 0].min(1).values)
+
+
+def test_replans_warm_start_from_the_plan_being_followed():
+    """With ``warm_start`` a replan visits only its share of the T steps, and starts cold again
+    for every due environment once one of them was reset."""
+    cfg = resolve_diffuser(
+        DiffuserConfig(
+            horizon=4, n_diffusion_steps=10, n_candidates=1, replan_every=1, warm_start=0.3
+        ),
+        DIFFUSER_PAPER,
+        HOPPER,
+    )
+    planner = DiffuserPlanner(cfg, HOPPER, unit_stats(3, 2), torch.device("cpu"))
+    visits = []
+
+    def plan(obs, context, warm):
+        steps = []
+        hooks = PlanHooks(projection=lambda x_prev, x_t, t: steps.append(t) or x_prev)
+        plans = planner.plan(obs, lambda x, t, c: torch.zeros_like(x), None, hooks, warm)
+        visits.append(len(steps))
+        return plans
+
+    obs = np.zeros((2, 3), dtype=np.float32)
+    planner.act(obs, plan)
+    planner.act(obs, plan)
+    planner.reset(np.array([True, False]))
+    planner.act(obs, plan)
+    planner.act(obs, plan)
+    assert visits == [10, 3, 10, 3]

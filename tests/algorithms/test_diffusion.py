@@ -15,6 +15,7 @@ from algorithms.common.diffusion import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
     GaussianDiffusion,
+    WarmStart,
     inpainting,
     value_gradient,
 )
@@ -310,3 +311,26 @@ def test_guided_differentiable_sampling_keeps_the_graph():
     x.sum().backward()
     assert model.net[0].weight.grad.abs().sum().item() > 0
     assert math.isfinite(x.sum().item())
+
+
+def test_warm_start_visits_only_the_steps_below_it_and_keeps_its_mode(exact):
+    """Denoised from a MODE_A sample noised to a low step, every sample stays at MODE_A (the
+    point of warm-started replanning: the previous plan survives), in ``step + 1`` denoiser
+    calls; from pure noise the same sampler splits between both modes."""
+    diffusion, model = exact
+    seen = []
+
+    def counting(x, t, cond):
+        seen.append(int(t.flatten()[0]))
+        return model(x, t, cond)
+
+    torch.manual_seed(0)
+    warm = WarmStart(MODE_A.expand(N_SAMPLES, 2), step=9)
+    x = diffusion.sample(counting, (N_SAMPLES, 2), warm=warm)
+    assert seen == list(range(9, -1, -1))
+    assert share_near(x, MODE_A) > 0.99
+    cold = diffusion.sample(model, (N_SAMPLES, 2))
+    assert 0.3 < share_near(cold, MODE_A) < 0.7
+    seen.clear()
+    diffusion.sample(counting, (4, 2), ddim_steps=10, warm=WarmStart(MODE_A, step=30))
+    assert seen == [30, 22, 11, 0]  # the step itself, then the DDIM grid below it

@@ -14,11 +14,13 @@ from algorithms.common.planning import (
     StateLayout,
     act_by_inverse_dynamics,
     best_of,
+    check_warm_start,
     condition,
     follow_plan,
     guided,
     make_normalizer,
     returns_scale,
+    warm_start_from,
     with_inpainting,
 )
 from bench.data import quantiles
@@ -174,6 +176,30 @@ def test_open_loop_plans_replan_on_age_and_reset():
     assert not never.due(1).any()
 
 
+def test_a_warm_start_continues_each_plan_from_the_present():
+    """Each due plan shifted by its age (the tail repeats its last step), noised to the step
+    that leaves ``share`` of T; a cold start after a reset or with ``share=0``."""
+    plans = OpenLoopPlans(replan_every=2)
+    plans.store(np.array([True, True, True]), torch.arange(15.0).reshape(3, 5, 1))
+    plans.advance()
+    plans.store(np.array([False, True, False]), torch.arange(15.0, 20.0).reshape(1, 5, 1))
+    plans.advance()
+    due = np.array([True, True, True])
+    warm = warm_start_from(plans, due, share=0.2, n_diffusion_steps=20)
+    assert warm.step == 3  # steps 3, 2, 1, 0: a fifth of 20
+    assert warm.x0[..., 0].tolist() == [
+        [2.0, 3.0, 4.0, 4.0, 4.0],
+        [16.0, 17.0, 18.0, 19.0, 19.0],
+        [12.0, 13.0, 14.0, 14.0, 14.0],
+    ]
+    assert warm_start_from(plans, due, share=0.0, n_diffusion_steps=20) is None
+    plans.reset(np.array([False, False, True]))
+    assert warm_start_from(plans, due, share=0.2, n_diffusion_steps=20) is None
+    assert warm_start_from(plans, np.array([True, True, False]), 1.0, 20).step == 19
+    with pytest.raises(ValueError, match=r"algo\.warm_start=1\.5.*\[0, 1\]"):
+        check_warm_start(1.5)
+
+
 def test_state_history_keeps_the_last_states_and_refills_after_reset():
     history = StateHistory(3)
     h = history.push(torch.tensor([[1.0], [10.0]]))
@@ -225,7 +251,7 @@ def test_inverse_dynamics_step_plans_due_envs_and_heads_for_the_next_planned_sta
     norm = make_normalizer("gaussian", stats(1, 1, **unit), layout, torch.device("cpu"))
     calls = []
 
-    def plan(start, goal, target):
+    def plan(start, goal, target, warm):
         calls.append((start.clone(), target.clone()))
         newest = start[:, -1:] if start.dim() == 3 else start[:, None]
         return newest + torch.arange(-(k - 1.0), 4 - (k - 1.0))[None, :, None]

@@ -187,7 +187,7 @@ def test_act_plans_each_due_env_under_its_own_threshold(monkeypatch):
     agent = tiny_agent(n_candidates=2, replan_every=10)
     contexts = []
     plan = agent.plan
-    monkeypatch.setattr(agent, "plan", lambda o, c: contexts.append(c.numpy()) or plan(o, c))
+    monkeypatch.setattr(agent, "plan", lambda o, c, w: contexts.append(c.numpy()) or plan(o, c, w))
     obs = np.zeros((3, 3), np.float32)
     agent.reset()
     agent.act(obs)
