@@ -252,3 +252,25 @@ def test_data_that_does_not_fit_the_environment_is_refused_before_training(tmp_p
     with pytest.raises(DatasetFormatError, match=f"observations are {2 * obs.shape[1]} wide"):
         check_widths(spec, dataset, env)
     env.close()
+
+
+def composed(*overrides: str):
+    """The CLI's config for ``overrides``, as ``bench.run`` composes it."""
+    import hydra
+
+    with hydra.initialize_config_module("bench.conf", version_base="1.3"):
+        return hydra.compose("config", overrides=list(overrides))
+
+
+def test_a_budget_gives_an_algorithm_its_stated_settings_and_the_command_line_wins():
+    """budget=quick gives the planners their small network and run (budget_algo/quick-*.yaml);
+    other budgets and other algorithms keep theirs; command-line keys override the budget's."""
+    quick = composed("algo=diffuser")
+    assert (quick.train.steps, quick.data.scale, quick.algo.dim) == (3000, 0.05, 16)
+    assert composed("algo=trebi").eval.episodes == 6
+    assert composed("algo=idql").algo.batch_size == 256
+    assert composed("algo=bc").train.steps == 5000
+    standard = composed("algo=diffuser", "budget=standard")
+    assert (standard.train.steps, standard.algo.dim) == (1_000_000, 32)
+    mine = composed("algo=diffuser", "train.steps=7", "algo.dim=8")
+    assert (mine.train.steps, mine.algo.dim) == (7, 8)

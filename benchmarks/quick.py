@@ -1,0 +1,97 @@
+"""How long ``budget=quick`` takes, per algorithm on its default task, as a table.
+
+    python benchmarks/quick.py [--algos bc,iql,...] [--threads 2]
+
+Each algorithm runs ``python -m bench.run algo=<name> budget=quick`` (its stated quick settings:
+``bench/conf/budget/quick.yaml`` and ``bench/conf/budget_algo/quick-<name>.yaml``) in its own
+process with its own results folder, after the task's data is forged (forging is a one-time cost,
+not part of a quick run). The default task is the configuration's (``pointmaze-umaze``) except for
+the safe planners, which need constraints: SafeDiffuser on ``obstacles-pointmaze-umaze``, TREBI
+on ``safe-pendulum`` (:data:`DEFAULT_TASKS`). Printed per algorithm: the run's training steps,
+final episodes, wall seconds (process start to exit: imports, data loading, training, periodic
+and final evaluation, record), the record's training seconds and steps/s, decisions/s, and its
+normalized score. The target of issue 17 is under 600 s on 2 cores for every algorithm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+from rich.console import Console
+from rich.table import Table
+
+import algorithms
+import bench.run  # noqa: F401  (registers the algo= options)
+from tasks.registry import get_task
+from tasks.sources import load_dataset
+
+# Algorithms whose checks refuse the configuration's default task, and the task they run on.
+DEFAULT_TASKS = {"safediffuser": "obstacles-pointmaze-umaze", "trebi": "safe-pendulum"}
+TARGET_SECONDS = 600
+
+
+def quick_config(algo: str, task: str):
+    """The composed quick configuration of ``algo`` on ``task``."""
+    with hydra.initialize_config_module("bench.conf", version_base="1.3"):
+        return hydra.compose("config", overrides=[f"algo={algo}", f"task={task}"])
+
+
+def forge_first(algo: str, task: str) -> None:
+    """Forge the data a quick run of ``algo`` reads, so that the timed run only reads it."""
+    cfg = quick_config(algo, task)
+    load_dataset(get_task(task), scale=cfg.data.scale, forge_seed=cfg.data.forge_seed)
+
+
+def timed_run(algo: str, task: str, threads: str, root: Path) -> tuple[float, dict]:
+    """Wall seconds of one quick run in a fresh process, and its record."""
+    cmd = [sys.executable, "-m", "bench.run", f"algo={algo}", f"task={task}", "device=cpu"]
+    cmd += [f"threads={threads}", f"results_dir={root}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    (path,) = root.rglob("record.json")
+    return wall, json.loads(path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--algos", default=",".join(algorithms.available()))
+    parser.add_argument("--threads", default="auto")
+    args = parser.parse_args()
+    table = Table(
+        "algo", "task", "steps", "episodes", "wall s", "train s", "steps/s", "decisions/s",
+        "normalized", f"< {TARGET_SECONDS} s",
+    )  # fmt: skip
+    for algo in args.algos.split(","):
+        task = DEFAULT_TASKS.get(algo, quick_config(algo, "pointmaze-umaze").task)
+        forge_first(algo, task)
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, rec = timed_run(algo, task, args.threads, Path(tmp))
+        timings, final = rec["timings"], rec["final"] or {}
+        table.add_row(
+            algo,
+            task,
+            str(rec["budget"]["train_steps"]),
+            str(rec["budget"]["eval_episodes"]),
+            f"{wall:.0f}",
+            f"{timings['train_seconds']:.0f}",
+            f"{timings['train_steps_per_s']:.1f}",
+            f"{timings['decisions_per_s'] or 0:.0f}",
+            f"{final.get('normalized_mean', float('nan')):.1f}",
+            "yes" if wall < TARGET_SECONDS else "NO",
+        )
+    console = Console()
+    console.print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
