@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+import algorithms
 from tasks.sources import SOURCES
 
 
@@ -52,7 +53,11 @@ def check_run_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"data.scale={scale!r} is not valid; valid: a positive fraction (e.g. 0.1)"
         )
+    check_online(cfg.get("online"))
+    check_augment(cfg.get("augment"))
     check_device(str(cfg["device"]))
+    if not isinstance(cfg.get("compile", False), bool):
+        raise ConfigError(f"compile={cfg['compile']!r} is not valid; valid: true, false")
     threads = cfg.get("threads", "auto")
     if threads != "auto":
         _positive_int("threads", threads)
@@ -61,6 +66,42 @@ def check_run_config(cfg: dict[str, Any]) -> None:
                 f"threads={threads} is not valid; valid: auto or 1..{os.cpu_count()} (this "
                 "machine's cores)"
             )
+
+
+def check_online(online: dict[str, Any] | None) -> None:
+    """The online phase's knobs (read by online agents only, checked for every run)."""
+    if online is None:
+        return
+    for key in ("n_envs", "env_steps"):
+        _positive_int(f"online.{key}", online.get(key))
+    every = online.get("eval_every")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(
+            f"online.eval_every={every!r} is not valid; valid: 0 (no periodic evaluation) or a "
+            "positive number of environment steps"
+        )
+
+
+def check_augment(section: dict[str, Any] | None) -> None:
+    """The augmentation stage's knobs (:mod:`bench.augment`): a registered transform, a positive
+    budget or null, a non-negative integer seed; the transform's own fields are checked by its
+    ``resolve`` once the data's statistics exist."""
+    if not section or section.get("name", "none") == "none":
+        return
+    name = section["name"]
+    if name not in algorithms.augmentations():
+        raise ConfigError(str(algorithms.UnknownAugmentationError(name)))
+    budget = section.get("budget")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0
+    ):
+        raise ConfigError(
+            f"augment.budget={budget!r} is not valid; valid: null (the run budget's share) or a "
+            "positive fraction of the paper's schedule (e.g. 0.01)"
+        )
+    seed = section.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"augment.seed={seed!r} is not valid; valid: a non-negative integer")
 
 
 def check_device(name: str) -> None:

@@ -26,20 +26,28 @@ def episode_returns(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
 def compute_stats(dataset: Dataset) -> DatasetStats:
     """Normalization statistics of a dataset (std floored at ``MIN_STD``)."""
     a = dataset.arrays
-    returns = episode_returns(a["rewards"], dataset.episode_ends())
+    rewards, ends = a["rewards"], dataset.episode_ends()
+    if "infos/augmented" in a:  # the pieces a transform appended are no episodes (bench.augment)
+        n = int(np.count_nonzero(a["infos/augmented"] == 0))
+        rewards, ends = rewards[:n], ends[ends <= n]
+    obs, act = a["observations"], a["actions"]
+    if obs.ndim == 3:  # an agents axis: statistics pooled over agents, team returns (mean)
+        obs, act = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
+        rewards = rewards.mean(axis=-1)
+    returns = episode_returns(rewards, ends)
     return DatasetStats(
-        obs_mean=a["observations"].mean(0).astype(np.float32),
-        obs_std=np.maximum(a["observations"].std(0), MIN_STD).astype(np.float32),
-        act_mean=a["actions"].mean(0).astype(np.float32),
-        act_std=np.maximum(a["actions"].std(0), MIN_STD).astype(np.float32),
+        obs_mean=obs.mean(0).astype(np.float32),
+        obs_std=np.maximum(obs.std(0), MIN_STD).astype(np.float32),
+        act_mean=act.mean(0).astype(np.float32),
+        act_std=np.maximum(act.std(0), MIN_STD).astype(np.float32),
         reward_min=float(a["rewards"].min()),
         reward_max=float(a["rewards"].max()),
         return_min=float(returns.min()),
         return_max=float(returns.max()),
         n_transitions=len(dataset),
         n_episodes=len(returns),
-        obs_quantiles=quantiles(a["observations"]),
-        act_quantiles=quantiles(a["actions"]),
+        obs_quantiles=quantiles(obs),
+        act_quantiles=quantiles(act),
     )
 
 
@@ -50,8 +58,9 @@ def quantiles(values: np.ndarray) -> np.ndarray:
 
 
 def discounted_returns_to_go(rewards: np.ndarray, ends: np.ndarray, discount: float) -> np.ndarray:
-    """``rtg[t] = r[t] + discount * rtg[t+1]`` within each episode (0 past its end)."""
-    rtg = np.zeros(len(rewards), dtype=np.float64)
+    """``rtg[t] = r[t] + discount * rtg[t+1]`` within each episode (0 past its end); trailing
+    axes (per-agent rewards ``[N, n_agents]``) are kept."""
+    rtg = np.zeros(rewards.shape, dtype=np.float64)
     start = 0
     for end in ends:
         acc = 0.0

@@ -161,7 +161,12 @@ def evaluate(
     runs that share a seed see the same start states. ``budget``: a safe task's episode cost
     budget, against which the share of episodes over budget is counted. Progress (episodes
     finished, decisions/s, time left) shows as ``desc`` (:func:`tasks.progress.progress`).
+    Multi-agent tasks are evaluated by :func:`bench.multiagent.evaluate_multiagent`.
     """
+    if spec.kind == "multi-agent":
+        from bench.multiagent import evaluate_multiagent  # it builds on this module
+
+        return evaluate_multiagent(agent, spec, episodes, seed, ref_min, ref_max, max_envs, desc)
     waves = []
     planned = []
     with progress(episodes, desc, "episode") as bar:

@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 import algorithms
 from algorithms.common.contract import DatasetStats, TaskInfo
 from algorithms.common.defaults import Official, paper_budget
+from bench.multiagent import multiagent_env_info
 from bench.run import env_task_info
 from tasks.envs import make_env
 from tasks.registry import get_task
@@ -68,6 +69,8 @@ def reference_info(task_id: str) -> TaskInfo:
     the cost budget of a safe task is its absolute budget, or else a placeholder (a Config field
     that depends on it is then reported as "from the dataset")."""
     spec = get_task(task_id)
+    if spec.kind == "multi-agent":
+        return multiagent_env_info(spec)
     env = make_env(spec)
     try:
         budget = None

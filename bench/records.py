@@ -132,6 +132,57 @@ class CurvePoint:
 
 
 @dataclass
+class OnlinePoint:
+    """One evaluation of the online phase: a point of the curve against environment steps."""
+
+    env_steps: int  # environment steps collected before the evaluation
+    iteration: int  # online iterations completed before the evaluation
+    episodes: int  # episodes evaluated
+    return_mean: float  # mean return
+    normalized_mean: float  # mean normalized score
+    length_mean: float  # mean episode length
+    success_rate: float | None = None  # share of successful episodes (tasks that define it)
+
+
+@dataclass
+class OnlineInfo:
+    """The online phase of an online agent (``online.*`` knobs; :mod:`bench.online`)."""
+
+    n_envs: int  # environments collecting in parallel
+    env_steps: int  # the budget of environment steps (``online.env_steps``)
+    eval_every: int  # environment steps between evaluations (``online.eval_every``)
+    act_steps: int  # environment steps per decision (the agent's action chunk)
+    rollout_steps: int  # decisions per environment in one iteration
+    iterations: int  # iterations the budget allows: ceil(env_steps / per-iteration steps)
+    pretrained: Evaluation  # the pre-trained agent's evaluation (the offline phase's final)
+    curve: list[OnlinePoint] = field(default_factory=list)  # pre-trained, periodic, final
+    losses: list[dict[str, float]] = field(default_factory=list)  # {"iteration", <loss>} each
+    iterations_done: int = 0  # iterations completed
+    env_steps_done: int = 0  # n_envs x act_steps per decision (as DPPO counts; early ends too)
+    episodes_done: int = 0  # collection episodes that ended
+    env_resume: str = "snapshot"  # how a resume restored the envs: snapshot | seeded-reset
+    simulate_seconds: float = 0.0  # time in env steps and resets
+    sample_seconds: float = 0.0  # time in the agent's ``explore``
+    update_seconds: float = 0.0  # time in the agent's ``improve``
+
+
+@dataclass
+class AugmentInfo:
+    """The dataset transform the run's data went through (``augment=<name>``; bench.augment)."""
+
+    name: str  # the transform (``algorithms.AUGMENTATIONS``)
+    path: str  # the augmented dataset file (the cache)
+    sha256: str  # sha256 of that file
+    source_sha256: str  # sha256 of the dataset it augmented
+    config: dict[str, Any]  # the transform's resolved Config
+    seed: int  # ``augment.seed``
+    budget: float  # share of the paper's augmentation schedule spent
+    generated: int  # transitions generated before the transform's checks
+    accepted: int  # transitions added to the data
+    checkpoints: dict[str, str]  # sha256 of every model the transform trained
+
+
+@dataclass
 class Timings:
     """Where the time went (``None`` until measured; a failed run keeps what it measured)."""
 
@@ -177,6 +228,8 @@ class RunRecord:
     losses: list[dict[str, float]] = field(default_factory=list)  # {"step", <loss>: value} each log
     timings: Timings = field(default_factory=Timings)  # where the time went
     memory: Memory = field(default_factory=Memory)  # peak memory
+    augment: AugmentInfo | None = None  # the dataset transform applied (None: the plain data)
+    online: OnlineInfo | None = None  # online agents: pre-trained score, online curve and budget
     finished: str | None = None  # when the run completed or failed
     resumed: int = 0  # times the run resumed from a checkpoint after a kill
     schema_version: int = SCHEMA_VERSION  # this schema's version

@@ -32,11 +32,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 import algorithms
-from algorithms.common.contract import TaskInfo
+from algorithms.common.contract import OnlineAgent, TaskInfo
 from algorithms.common.defaults import paper_budget
+from bench.augment import augment_info, augmented_dataset
 from bench.checks import ConfigError, check_run_config
 from bench.data import compute_stats, make_sampler
 from bench.evaluate import DivergenceError, EvalResult, evaluate
+from bench.multiagent import multiagent_task_info
+from bench.online import is_online_algorithm, run_online
 from bench.records import (
     RECORD_FILE,
     BestEvaluation,
@@ -63,7 +66,7 @@ from tasks.spec import Dataset, DatasetFormatError, DatasetNotFoundError, TaskSp
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CHECKPOINT_FILE = "checkpoint.pt"
 # Keys that do not change what a run computes, so they stay out of the config hash.
-UNHASHED_KEYS = ("seed", "results_dir", "device", "force", "threads")
+UNHASHED_KEYS = ("seed", "results_dir", "device", "force", "threads", "compile")
 
 
 def register_algorithms() -> None:
@@ -83,11 +86,16 @@ def resolve_device(name: str) -> torch.device:
 def config_hash(cfg: dict, algo: str, params: dict) -> str:
     """Short hash of everything that changes what a run computes (not its seed or paths).
 
-    Unset safety overrides change nothing, so they stay out of the hash (older runs keep theirs).
+    Unset safety overrides change nothing, so they stay out of the hash (older runs keep theirs);
+    so do the ``online`` knobs of an offline algorithm.
     """
     keyed = {k: v for k, v in cfg.items() if k not in UNHASHED_KEYS}
     if not any((keyed.get("safety") or {}).values()):
         keyed.pop("safety", None)
+    if not is_online_algorithm(algo):
+        keyed.pop("online", None)
+    if (keyed.get("augment") or {}).get("name", "none") == "none":
+        keyed.pop("augment", None)  # plain runs keep the hash they had before augmentations
     blob = json.dumps({"algo": algo, "params": params, **keyed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -104,7 +112,10 @@ def task_info(spec: TaskSpec, dataset: Dataset, safety: dict | None = None) -> T
 
     On a safe task the cost budget is resolved here (``safety.budget`` / ``safety.budget_ratio``
     override the task's, see :func:`tasks.safety.resolve_budget`).
+    A multi-agent task's info comes from its batched worlds (:mod:`bench.multiagent`).
     """
+    if spec.kind == "multi-agent":
+        return multiagent_task_info(spec, dataset)
     env = make_env(spec)
     try:
         check_widths(spec, dataset, env)
@@ -213,6 +224,17 @@ def build_agent(module, algo_cfg: DictConfig, info: TaskInfo, dataset: Dataset, 
     return module.Agent(config, info, stats, device, steps), config
 
 
+def compile_networks(agent, device: torch.device) -> int:
+    """``compile=true``: every network the agent declares (``Checkpointable.networks``) compiled
+    in place by ``torch.compile`` (CUDA graphs on a GPU); its state keys stay as they were, so
+    checkpoints move between compiled and eager runs. Returns how many were compiled."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    networks = agent.networks()
+    for net in networks:
+        net.compile(mode=mode)
+    return len(networks)
+
+
 def library_versions() -> dict[str, str | None]:
     """Versions of the libraries that decide a result, and the git commit of this checkout."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -294,6 +316,7 @@ class Trainer:
                 origin="d4rl" if spec.ref_min_score is not None else "dataset",
             ),
             safety=safety_record(spec, dataset, self.cfg.get("safety") or {}),
+            augment=augment_info(dataset),
             versions=library_versions(),
             device=str(self.device),
             started=now(),
@@ -399,6 +422,7 @@ class Trainer:
         dataset = load_dataset(
             spec, source=data["source"], scale=data["scale"], forge_seed=data["forge_seed"]
         )
+        dataset = augmented_dataset(spec, dataset, cfg, self.device, self.budget)  # or as it is
         torch.manual_seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         info = task_info(spec, dataset, cfg.get("safety"))
@@ -410,6 +434,8 @@ class Trainer:
             self.device,
             cfg["train"]["steps"],
         )
+        if cfg["compile"]:
+            compile_networks(agent, self.device)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(OmegaConf.to_yaml({"algo": self.algo_cfg, **cfg}))
         sampler = make_sampler(dataset, agent.data_spec, self.device, seed=cfg["seed"])
@@ -430,6 +456,8 @@ class Trainer:
         timings.decisions_per_s = round(final.decisions / max(final.act_seconds, 1e-9), 1)
         timings.wall_seconds = round(time.perf_counter() - wall, 2)
         timings.threads = torch.get_num_threads()
+        if isinstance(agent, OnlineAgent):  # fine-tune online; the score above is pre-trained
+            return run_online(self, agent, spec, dataset)
         return self.finish("completed")
 
     def finish(self, status: Status, reason: str | None = None) -> RunRecord:

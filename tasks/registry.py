@@ -10,6 +10,9 @@ Families:
 * ``pointmaze-{umaze,medium,large}``: Minari's goal-conditioned point mazes (the protocol of
   ``D4RL/pointmaze/*-v2``), forged locally; observation ``[x, y, vx, vy, goal_x, goal_y]``.
 * ``toy-bandit``: the 2-D bandit of :mod:`tasks.toy`.
+* ``mpe-spread-{expert,medium,medium-replay,random}``: OMAR's cooperative navigation (three
+  agents), multi-agent: a port of OMAR's particle world (not ``mpe2``, whose actions and rewards
+  differ), data forged by OMAR's MATD3 protocol.
 * Safe tasks (:mod:`tasks.safety`), each on another task's dataset with costs added:
   ``velocity-{hopper,walker2d,halfcheetah}-{medium,medium-replay,medium-expert}-v2`` (TREBI: cost
   ``|x-velocity|``, budget on the 0.997-discounted cost, TREBI's ``MAX_COST_THRESHOLD`` as the
@@ -256,9 +259,38 @@ def _safe_specs(base: dict[str, TaskSpec]) -> list[TaskSpec]:
     return specs
 
 
+MPE_LEVELS = ("expert", "medium", "medium-replay", "random")
+
+
+def _multiagent_specs() -> list[TaskSpec]:
+    """OMAR's MPE scenarios (``mpe-spread-*``): a faithful port of OMAR's fork of the particle
+    environments (:mod:`tasks.multiagent`; PettingZoo's ``mpe2`` differs in action space and
+    rewards, see there), data forged by OMAR's protocol (:mod:`tasks.forge.multiagent`)."""
+    return [
+        TaskSpec(
+            task_id=f"mpe-{scenario}-{level}",
+            kind="multi-agent",
+            env_id=f"diffrl/mpe-{scenario}",  # tasks.multiagent.ParticleEnvs, not a gymnasium id
+            env_kwargs={"scenario": scenario},
+            max_episode_steps=25,
+            forge="mpe",
+            forge_params={"scenario": scenario, "level": level},
+            # forged on first use: minutes at the quick budget's scale 0.1 (4000 MATD3 episodes);
+            # scale 1 trains 40000 (about 40 min on one loaded core, estimated; cached per scale)
+            cheap_forge=True,
+        )
+        for scenario in ("spread",)
+        for level in MPE_LEVELS
+    ]
+
+
 _BASE: dict[str, TaskSpec] = {
     spec.task_id: spec
-    for spec in _locomotion_specs() + _maze2d_specs() + _pointmaze_specs() + _toy_specs()
+    for spec in _locomotion_specs()
+    + _maze2d_specs()
+    + _pointmaze_specs()
+    + _toy_specs()
+    + _multiagent_specs()
 }
 _TASKS: dict[str, TaskSpec] = {**_BASE, **{s.task_id: s for s in _safe_specs(_BASE)}}
 

@@ -30,9 +30,18 @@ harness does not rely on.
   matching sampler.
 
 **Capabilities** beyond the core are Protocols, checked with ``isinstance`` (never ``getattr``):
-:class:`CostObserver` (spends a cost budget) and :class:`BarrierReporter` (reports its planned
-states' barrier values). The online, multi-agent and dataset-transform
-extensions join the same way.
+:class:`CostObserver` (spends a cost budget), :class:`BarrierReporter` (reports its planned
+states' barrier values) and :class:`OnlineAgent` (after offline pre-training, collects rollouts
+in the harness's vector envs and updates from them). Multi-agent agents (MADiff, MA-BC,
+MA-TD3+BC; tasks of kind ``"multi-agent"``, ``TaskInfo.n_agents`` > 1, ``obs_dim`` and
+``act_dim`` per agent) keep the core contract with an agents axis: ``act`` maps
+``[n_envs, n_agents, obs_dim]`` to ``[n_envs, n_agents, act_dim]``; batches carry the axis after
+the batch (and horizon) axes: ``observations [B, (H,) n_agents, obs_dim]``, ``actions
+[..., n_agents, act_dim]``, ``rewards`` and ``returns_to_go [..., n_agents]`` (each agent's own),
+``terminals`` and ``mask`` without it; ``DatasetStats`` are per-agent widths pooled over agents,
+its returns the team's (the per-step mean over agents, summed). Dataset transforms
+(``augment=<name>``: DiffStitch, SynthER) are no agents: they rewrite the data before any agent
+trains, registered apart in ``algorithms.AUGMENTATIONS`` (:class:`DatasetTransform`).
 
 **Imports.** Algorithms import only from ``algorithms.common`` (never another algorithm, never
 ``tasks`` or ``bench``); task objects such as barrier functions reach them through
@@ -207,6 +216,118 @@ class BarrierReporter(Protocol):
     def planned_barrier_min(self) -> float | None: ...
 
 
+# ---------------------------------------------------------------------------------- online agents
+
+
+@dataclass(frozen=True)
+class OnlineSpec:
+    """How an :class:`OnlineAgent` collects: each decision is a chunk of ``act_steps`` actions
+    that the harness executes in one environment (stopping early where the episode ends; the
+    rewards of the executed steps are summed), and one iteration is ``rollout_steps`` decisions
+    in every environment."""
+
+    act_steps: int = 1
+    rollout_steps: int = 1
+
+
+@dataclass
+class Rollout:
+    """One iteration's experience from ``N`` environments, ``S`` decisions each (numpy arrays).
+
+    Row ``s`` holds what followed the agent's ``s``-th :meth:`OnlineAgent.explore` call of the
+    iteration: ``obs [S, N, obs_dim]`` the observation it saw; ``rewards [S, N]`` the sum of the
+    rewards of its executed steps; ``terminated [S, N]`` / ``truncated [S, N]`` its episode ended
+    by termination / by the time limit during it (the harness then resets that environment);
+    ``firsts [S, N]`` it was the first decision of an episode; ``next_obs [N, obs_dim]`` the
+    observation after the last decision (to bootstrap values).
+    """
+
+    obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    firsts: np.ndarray
+    next_obs: np.ndarray
+
+
+@runtime_checkable
+class OnlineAgent(Protocol):
+    """An agent that, after offline pre-training, improves by interacting (``online.*`` knobs).
+
+    The harness owns the environments (``n_envs`` of them in a vector env), their seeds and
+    random state, and the count of environment steps; the agent owns what it learns. The harness
+    calls ``start_online(n_envs)`` once when a run's online phase begins (not again when a killed
+    run resumes: the agent's state says it began), then repeats an iteration: ``explore(obs)``
+    ``rollout_steps`` times (``obs [n_envs, obs_dim]`` -> a stochastic chunk of actions
+    ``[n_envs, act_steps, act_dim]`` inside the action bounds; the agent keeps what it needs of
+    each call, e.g. its sampling chain, until the update), then ``improve(rollout)`` with the
+    :class:`Rollout` of those calls, which updates the agent and forgets the kept calls (detached
+    scalar tensors, as ``update``). Between iterations the harness evaluates with ``act`` and
+    checkpoints ``state_dict()``; ``online_spec`` may depend on the Config, not on the phase.
+    """
+
+    online_spec: OnlineSpec
+
+    def start_online(self, n_envs: int) -> None: ...
+
+    def explore(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def improve(self, rollout: Rollout) -> dict[str, torch.Tensor]: ...
+
+
+# ------------------------------------------------------------------------------ dataset transforms
+
+
+@dataclass
+class Augmented:
+    """What a dataset transform returns: the transitions it adds and how it got them.
+
+    ``arrays`` holds the new transitions only, D4RL layout (:data:`TRANSITION_FIELDS` plus
+    ``timeouts``, float32 / bool, ``[N, ...]``), one generated piece after another, each piece's
+    last step flagged ``timeouts`` so the harness can append them to the data as episodes.
+    """
+
+    arrays: dict[str, np.ndarray]  # the accepted transitions (the harness appends them)
+    generated: int  # transitions generated before any check rejected some
+    accepted: int  # transitions kept (``len(arrays["observations"])``)
+    checkpoints: dict[str, dict]  # name -> state dict of every model trained (the harness hashes)
+    stats: dict[str, Any] = field(default_factory=dict)  # method-specific counts and returns
+
+
+@runtime_checkable
+class DatasetTransform(Protocol):
+    """An ``algorithms.<name>`` module registered in ``algorithms.AUGMENTATIONS`` (not an agent).
+
+    It defines a ``Config`` (dataclass, paper defaults, a comment per field, like an agent's) and
+    ``resolve(cfg, info, stats) -> Config`` (``ValueError`` naming ``augment.<field>``), and
+
+    ``augment(cfg, arrays, info, stats, sampler, device, seed, budget) -> Augmented``:
+    ``arrays`` are the dataset's D4RL arrays (read only); ``sampler(spec, seed)`` returns the
+    harness's sampler for a :class:`DataSpec` (its ``sample()`` gives batches as an agent's do),
+    so a transform trains its models on the batches agents see; ``budget`` (> 0) scales the
+    transform's training and generation lengths (1.0: the paper's); the result depends on
+    ``seed`` alone (same seed, same device and threads: the same arrays). The harness caches the
+    result (keyed by the dataset's hash, the resolved Config, ``seed`` and ``budget``) and trains
+    every agent on the original and the new transitions together.
+    """
+
+    Config: type
+
+    def resolve(self, cfg: Any, info: TaskInfo, stats: DatasetStats) -> Any: ...
+
+    def augment(
+        self,
+        cfg: Any,
+        arrays: dict[str, np.ndarray],
+        info: TaskInfo,
+        stats: DatasetStats,
+        sampler: Any,
+        device: torch.device,
+        seed: int,
+        budget: float,
+    ) -> Augmented: ...
+
+
 class Checkpointable:
     """``state_dict`` / ``load_state_dict`` from a declared list of attributes.
 
@@ -220,6 +341,17 @@ class Checkpointable:
     def state_dict(self) -> dict[str, Any]:
         """Every declared attribute's state (plain values as they are)."""
         return {name: _state_of(getattr(self, name)) for name in self.state_attrs}
+
+    def networks(self) -> list[torch.nn.Module]:
+        """The declared networks: each module in ``state_attrs`` and each declared EMA copy's
+        ``model`` (the harness's ``compile=true`` compiles every one of them in place)."""
+        out = []
+        for name in self.state_attrs:
+            value = getattr(self, name)
+            module = value if isinstance(value, torch.nn.Module) else getattr(value, "model", None)
+            if isinstance(module, torch.nn.Module):
+                out.append(module)
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore every declared attribute from ``state``; a missing or extra key is an error."""

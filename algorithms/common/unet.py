@@ -23,7 +23,7 @@ which its halfcheetah setting switches on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 import torch
@@ -181,7 +181,17 @@ class TemporalUnet(nn.Module):
         flat = {k: v.reshape(n, -1) for k, v in cond.items()}
         return torch.cat([emb, self.condition(flat)], dim=-1)
 
-    def forward(self, x: Tensor, t: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: dict[str, Tensor] | None = None,
+        mix: Callable[[int, Tensor, Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """``mix(level, h, emb) -> h``, optional, edits the features ``h [N, C, H']`` (``N`` the
+        flattened batch) of the bottleneck (level 0) and of each skip connection before the up
+        path reads it (levels 1, 2, ... in the order they are read); MADiff's cross-agent
+        attention is one."""
         x, t, batch_shape = _flatten_batch(x, t, 2)
         horizon = x.shape[1]
         emb = self.embed(t, cond, x.shape[0])
@@ -193,8 +203,13 @@ class TemporalUnet(nn.Module):
             skips.append(h)
             h = down(h)
         h = self.mid2(self.mid_attention(self.mid1(h, emb)), emb)
-        for res1, res2, up, attend in self.ups:
-            h = torch.cat([h, skips.pop()], dim=1)
+        if mix is not None:
+            h = mix(0, h, emb)
+        for level, (res1, res2, up, attend) in enumerate(self.ups, start=1):
+            skip = skips.pop()
+            if mix is not None:
+                skip = mix(level, skip, emb)
+            h = torch.cat([h, skip], dim=1)
             h = up(attend(res2(res1(h, emb), emb)))
         out = self.final(h)[..., :horizon].transpose(1, 2)
         return out.reshape(*batch_shape, *out.shape[1:])

@@ -7,11 +7,12 @@ Reads every run record under ``--results`` and writes to ``--out``:
   mean with 95% stratified-bootstrap CIs; our score beside the papers' (with their sources); the
   best score during training in its own table, labelled optimistic; on safe tasks, return and
   constraint satisfaction side by side (cost, budget, share of episodes over it, smallest barrier
-  value over executed and planned states); what each cell cost (wall-clock per run,
+  value over executed and planned states); for online agents, the pre-trained and fine-tuned
+  scores, the gain and the environment steps spent; what each cell cost (wall-clock per run,
   decisions/s); failed and incomplete runs,
   corrupt records and sweep jobs that died without a record, each with its reason.
 - CSV: ``final_scores.csv``, ``best_scores.csv``, ``aggregate.csv``, ``paper_comparison.csv``,
-  ``safety.csv``, ``compute.csv``, ``failures.csv`` (the tables above), ``scores.csv`` (every statistic, numeric) and
+  ``safety.csv``, ``offline_to_online.csv``, ``compute.csv``, ``failures.csv`` (the tables above), ``scores.csv`` (every statistic, numeric) and
   ``profiles.csv`` (performance profiles).
 - ``plots/<data>-<budget>-<steps>/``: learning curves (only from runs that evaluated during
   training), per-task point plots, score against wall-clock per task, aggregate IQM intervals and
@@ -40,6 +41,7 @@ from bench.leaderboard.runs import (
     flat_configs,
     label_entries,
     load_paper_scores,
+    online_runs,
     prepare,
     profile_taus,
     safety_runs,
@@ -49,6 +51,7 @@ from bench.leaderboard.tables import (
     aggregate_table,
     compute_table,
     failure_table,
+    online_table,
     paper_table,
     safety_table,
     score_table,
@@ -87,6 +90,7 @@ def build(results: Path, out: Path, plots: bool = True, paper_path: Path = PAPER
             "episodes themselves; not a fair score. Report the final score.",
         ),
         safety_table(safety_runs(records, runs)),
+        online_table(online_runs(records, runs)),
         compute_table(runs),
         failure_table(df, problems, unrecorded_jobs(results), results),
     ]

@@ -30,6 +30,11 @@ def prepare(records: pd.DataFrame) -> pd.DataFrame:
     df = records.drop(columns=["record"]).copy()
     for key in ("source", "budget", "config_hash"):
         df[key] = df[key].fillna(UNKNOWN).astype(str)
+    # Augmented data is another data source: ``forged+diffstitch`` never shares a row with ``forged``.
+    augment = [(rec.get("augment") or {}).get("name") for rec in records["record"]]
+    if any(augment):
+        pairs = zip(df["source"], augment, strict=True)
+        df["source"] = [s if a is None else f"{s}+{a}" for s, a in pairs]
     df["train_steps"] = pd.to_numeric(df["train_steps"]).fillna(-1).astype(int)
     df["final_score"] = pd.to_numeric(df["final_score"]).astype(float)
     df["best_score"] = pd.to_numeric(df["best_score"]).astype(float)
@@ -120,6 +125,23 @@ def safety_runs(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         metrics = {k: final.get(k, np.nan) for k in SAFETY_KEYS}
         metrics = {k: np.nan if v is None else float(v) for k, v in metrics.items()}
         rows.append({**r.to_dict(), **metrics, "cost_budget": rec["safety"]["budget"]})
+    return pd.DataFrame(rows)
+
+
+def online_runs(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Scored runs of online agents (records with an ``online`` section, :mod:`bench.online`):
+    their pre-trained score and the environment steps and envs they fine-tuned with."""
+    by_path = {p: rec for p, rec in zip(records["path"], records["record"], strict=True)}
+    rows = []
+    for _, r in runs.iterrows():
+        online = by_path[r["path"]].get("online")
+        if not online:
+            continue
+        pretrained = float(online["pretrained"]["normalized_mean"])
+        steps, envs = int(online["env_steps_done"]), int(online["n_envs"])
+        rows.append(
+            {**r.to_dict(), "pretrained_score": pretrained, "env_steps": steps, "n_envs": envs}
+        )
     return pd.DataFrame(rows)
 
 

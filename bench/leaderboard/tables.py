@@ -185,6 +185,37 @@ def safety_table(safe: pd.DataFrame) -> Table:
     return Table("safety", "Safe tasks: return and constraint satisfaction", columns, rows, note)
 
 
+def online_table(online: pd.DataFrame) -> Table:
+    """Offline to online: the pre-trained and the fine-tuned score and the gain, per (data,
+    budget, task, algo, configuration), with the environment steps spent."""
+    rows = []
+    if len(online):
+        for _, g in online.groupby([*stats.GROUP_KEYS, "env_steps", "n_envs"], sort=True):
+            r, n = g.iloc[0], len(g)
+            gain = g["final_score"] - g["pretrained_score"]
+            rows.append(
+                [
+                    *section_cells(r),
+                    r["task"],
+                    r["entry"],
+                    mean_std_cell(g["pretrained_score"].mean(), g["pretrained_score"].std(), n),
+                    mean_std_cell(g["final_score"].mean(), g["final_score"].std(), n),
+                    mean_std_cell(gain.mean(), gain.std(), n),
+                    str(int(r["env_steps"])),
+                    str(int(r["n_envs"])),
+                ]
+            )
+    rows.sort(key=lambda row: row[:4])
+    columns = [*SECTION_COLUMNS, "task", "algo", "pre-trained", "fine-tuned", "gain"]
+    columns += ["env steps", "envs"]
+    note = (
+        "Online agents: pre-trained = the final evaluation of the offline phase, fine-tuned = "
+        "the final evaluation after the online phase (the run's final score), on the same start "
+        "states; gain = fine-tuned - pre-trained per seed. Env steps: collected online per run."
+    )
+    return Table("offline_to_online", "Offline to online: fine-tuning gain", columns, rows, note)
+
+
 def compute_table(runs: pd.DataFrame) -> Table:
     """What each cell cost: wall-clock per run and acting speed, per (data, budget, task, algo,
     configuration), beside its final score."""

@@ -35,6 +35,7 @@ PROTOCOLS = {
     "bandit": "tasks.forge.bandit:forge_bandit",
     "locomotion": "tasks.forge.locomotion:forge_locomotion",
     "safe_control": "tasks.forge.safe_control:forge_safe_control",
+    "mpe": "tasks.forge.multiagent:forge_mpe",
 }
 NOT_YET: dict[str, str] = {}
 REFERENCE_SEED = 123

@@ -40,7 +40,7 @@ import torch
 
 import algorithms
 from algorithms.common.contract import Agent as AgentProtocol
-from algorithms.common.contract import Checkpointable
+from algorithms.common.contract import Checkpointable, DatasetTransform
 from bench.data import compute_stats, make_sampler
 from tasks.registry import get_task
 from tasks.sources import load_dataset
@@ -94,6 +94,66 @@ TINY: dict[str, Tiny] = {
     "trebi": Tiny(
         "velocity-hopper-medium-v2", 0.003, {**_PLANNER, "horizon": 8, "n_candidates": 4}
     ),
+    # One-step bandit episodes: one-action chunks; the quick budget's online phase (10 envs,
+    # 40000 env steps) is two iterations of 2000 decisions.
+    "dppo": Tiny(
+        "toy-bandit",
+        0.2,
+        {
+            "horizon": 1,
+            "act_steps": 1,
+            "hidden": 16,
+            "critic_hidden": 16,
+            "n_diffusion_steps": 4,
+            "ft_denoising_steps": 2,
+            "batch_size": 16,
+            "rollout_steps": 2000,
+        },
+    ),
+    "gaussian_ppo": Tiny(
+        "toy-bandit", 0.2, {"hidden": 16, "critic_hidden": 16, "rollout_steps": 2000}
+    ),
+    "drwr": Tiny(
+        "toy-bandit",
+        0.2,
+        {
+            "horizon": 1,
+            "act_steps": 1,
+            "hidden": 16,
+            "n_diffusion_steps": 4,
+            "batch_size": 16,
+            "rollout_steps": 2000,
+        },
+    ),
+    "dawr": Tiny(
+        "toy-bandit",
+        0.2,
+        {
+            "horizon": 1,
+            "act_steps": 1,
+            "hidden": 16,
+            "critic_hidden": 16,
+            "n_diffusion_steps": 4,
+            "batch_size": 16,
+            "rollout_steps": 2000,
+            "replay_ratio": 1.0,
+        },
+    ),
+    # Multi-agent (three agents of OMAR's spread); scale 0.001 forges 1000 steps in seconds.
+    "madiff": Tiny(
+        "mpe-spread-medium",
+        0.001,
+        {
+            "horizon": 4,
+            "n_diffusion_steps": 3,
+            "dim": 16,
+            "dim_mults": (1, 2),
+            "inv_hidden": 16,
+            "batch_size": 8,
+        },
+    ),
+    "ma_bc": Tiny("mpe-spread-medium", 0.001, {"hidden": 16}),
+    "ma_td3bc": Tiny("mpe-spread-medium", 0.001, {"hidden": 16, "batch_size": 64}),
 }
 # EMA copies average from the first update, so that their state is exercised (where a Config
 # has these fields).
@@ -233,6 +293,19 @@ def test_every_config_field_has_a_comment(name):
     assert undocumented_fields(algorithms.load(name).Config) == []
 
 
+@pytest.mark.parametrize("name", algorithms.augmentations())
+def test_dataset_transform_exposes_its_contract(name):
+    """Dataset transforms (``algorithms.AUGMENTATIONS``) are no agents: a Config with a comment
+    per field, ``resolve`` and ``augment`` (contract.DatasetTransform)."""
+    module = algorithms.load_augmentation(name)
+    assert isinstance(module, DatasetTransform) and name not in algorithms.ALGORITHMS
+    assert dataclasses.is_dataclass(module.Config)
+    assert undocumented_fields(module.Config) == []
+    assert list(inspect.signature(module.resolve).parameters) == ["cfg", "info", "stats"]
+    parameters = list(inspect.signature(module.augment).parameters)
+    assert parameters == ["cfg", "arrays", "info", "stats", "sampler", "device", "seed", "budget"]
+
+
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_resolve_fills_defaults_without_touching_its_input_and_is_idempotent(name):
     module, settings = algorithms.load(name), tiny(name)
@@ -297,18 +370,35 @@ def test_actions_stay_in_the_box_for_any_observation(name):
     _, _, info, stats = task_data(tiny(name).task, tiny(name).scale)
     rows = dataset.arrays["observations"][:: max(1, len(dataset.arrays["observations"]) // 3)][:3]
     far = stats.obs_mean + 5 * stats.obs_std  # an observation far from the data
+    far = np.broadcast_to(far, rows.shape[1:])  # every agent's, on multi-agent tasks
     obs = np.concatenate([rows, far[None]]).astype(np.float32)
     agent.reset()
     for done in (None, np.array([True, False, True, False])):
         if done is not None:
             agent.reset(done)
         actions = np.asarray(agent.act(obs))
-        assert actions.shape == (len(obs), info.act_dim)
+        assert actions.shape == (*obs.shape[:-1], info.act_dim)
         assert np.isfinite(actions).all()
         low, high = info.action_low, info.action_high
         assert (actions >= low).all() and (actions <= high).all(), (
             f"actions {actions.min()}..{actions.max()} outside [{low}, {high}]"
         )
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_networks_hold_every_parameter_an_optimizer_trains(name):
+    """``networks()`` (what ``compile=true`` compiles) covers every trained parameter."""
+    agent, _ = build(name)
+    declared = {id(p) for net in agent.networks() for p in net.parameters()}
+    optimizers = [getattr(agent, a) for a in agent.state_attrs]
+    trained = [
+        p
+        for opt in optimizers
+        if isinstance(opt, torch.optim.Optimizer)
+        for group in opt.param_groups
+        for p in group["params"]
+    ]
+    assert trained and all(id(p) in declared for p in trained)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

@@ -95,3 +95,20 @@ def test_attention_layers_sit_where_diffusers_do():
     assert net(x, t).shape == (2, 12, 5)
     plain = TemporalUnet(5, dim=8, dim_mults=(1, 2, 4))
     assert not any(type(m).__name__ == "LinearAttention" for m in plain.modules())
+
+
+def test_mix_hook_sees_the_bottleneck_then_each_skip_read_and_edits_them():
+    torch.manual_seed(0)
+    net = TemporalUnet(3, dim=8, dim_mults=(1, 2, 4))
+    x, t = torch.randn(2, 8, 3), torch.tensor([0, 1])
+    seen = []
+
+    def record(level, h, emb):
+        seen.append((level, tuple(h.shape), tuple(emb.shape)))
+        return h
+
+    torch.testing.assert_close(net(x, t, mix=record), net(x, t))
+    # bottleneck 32 channels at horizon 2, then the skips of widths 32 (horizon 2) and 16 (4)
+    assert seen == [(0, (2, 32, 2), (2, 8)), (1, (2, 32, 2), (2, 8)), (2, (2, 16, 4), (2, 8))]
+    zeroed = net(x, t, mix=lambda level, h, emb: h * 0 if level == 2 else h)
+    assert not torch.allclose(zeroed, net(x, t))

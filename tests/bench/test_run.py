@@ -274,3 +274,16 @@ def test_a_budget_gives_an_algorithm_its_stated_settings_and_the_command_line_wi
     assert (standard.train.steps, standard.algo.dim) == (1_000_000, 32)
     mine = composed("algo=diffuser", "train.steps=7", "algo.dim=8")
     assert (mine.train.steps, mine.algo.dim) == (7, 8)
+
+
+def test_a_compiled_run_completes_and_its_checkpoint_loads_into_an_eager_agent(tmp_path):
+    """``compile=true`` compiles the agent's networks in place: the run completes and its saved
+    state has the eager agent's keys (checkpoints move between compiled and eager runs)."""
+    args = ["algo=bc", *TINY, "train.steps=20", "train.eval_every=0", "eval.episodes=2"]
+    compiled = run_overrides([*args, "compile=true", f"results_dir={tmp_path / 'c'}"])
+    eager = run_overrides([*args, f"results_dir={tmp_path / 'e'}"])
+    assert compiled["status"] == eager["status"] == "completed"
+    assert compiled["config"]["compile"] is True
+    state = torch.load(tmp_path / "c" / compiled["run_id"] / CHECKPOINT_FILE, weights_only=False)
+    reference = torch.load(tmp_path / "e" / eager["run_id"] / CHECKPOINT_FILE, weights_only=False)
+    assert state["agent"]["actor"].keys() == reference["agent"]["actor"].keys()

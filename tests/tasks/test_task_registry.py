@@ -15,10 +15,12 @@ def test_registry_lists_every_family():
         assert f"maze2d-{maze}-v1" in ids
         assert f"pointmaze-{maze}" in ids
     assert "toy-bandit" in ids
+    for level in ("expert", "medium", "medium-replay", "random"):
+        assert f"mpe-spread-{level}" in ids
     safe = {"velocity": 9, "ceiling": 4, "obstacles": 3, "safe": 2}
     for prefix, count in safe.items():
         assert sum(i.startswith(prefix + "-") for i in ids) == count
-    assert len(ids) == 22 + sum(safe.values()) and ids == sorted(ids)
+    assert len(ids) == 22 + 4 + sum(safe.values()) and ids == sorted(ids)
 
 
 def test_locomotion_specs_carry_d4rl_constants_and_files():

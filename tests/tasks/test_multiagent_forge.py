@@ -1,0 +1,74 @@
+"""The multi-agent MPE forge at a cheap scale: layout with an agents axis, provenance, levels,
+determinism, and loading through the data sources."""
+
+import numpy as np
+import pytest
+
+from tasks.forge import forge, forged_path
+from tasks.forge.multiagent import pick_medium
+from tasks.hdf5 import read_d4rl_hdf5, read_hdf5_attrs
+from tasks.registry import get_task
+from tasks.sources import load_dataset
+
+SCALE = 0.001  # 40 MATD3 episodes, 1000 transitions per rollout level: seconds
+
+
+@pytest.mark.parametrize("level", ["random", "medium", "medium-replay", "expert"])
+def test_levels_forge_with_an_agents_axis_and_provenance(level):
+    spec = get_task(f"mpe-spread-{level}")
+    path = forge(spec, scale=SCALE, seed=0, progress=False)
+    arrays, attrs = read_d4rl_hdf5(path), read_hdf5_attrs(path)
+    n = len(arrays["observations"])
+    assert arrays["observations"].shape == (n, 3, 18)
+    assert arrays["next_observations"].shape == (n, 3, 18)
+    assert arrays["actions"].shape == (n, 3, 2) and np.abs(arrays["actions"]).max() <= 1.0
+    assert arrays["rewards"].shape == (n, 3)
+    assert arrays["terminals"].shape == (n,) and not arrays["terminals"].any()
+    ends = np.flatnonzero(arrays["timeouts"]) + 1
+    assert ends[-1] == n and set(np.diff(np.r_[0, ends])) <= {25}  # whole 25-step episodes
+    # a step's next observation is the following row's observation within an episode
+    inner = np.setdiff1d(np.arange(n - 1), ends - 1)
+    np.testing.assert_array_equal(
+        arrays["next_observations"][inner], arrays["observations"][inner + 1]
+    )
+    params = attrs["params"]
+    assert attrs["protocol"] == "mpe" and params["level"] == level and params["n_agents"] == 3
+    assert params["behaviour"] == "MATD3" and len(params["checkpoint_returns"]) >= 2
+    assert attrs["ref_max_score"] != attrs["ref_min_score"]
+    if level != "medium-replay":
+        assert n == 1000
+
+
+def test_medium_replay_is_the_buffer_up_to_the_medium_checkpoint():
+    spec = get_task("mpe-spread-medium-replay")
+    arrays = read_d4rl_hdf5(forge(spec, scale=SCALE, seed=0, progress=False))
+    params = read_hdf5_attrs(forged_path(spec, SCALE, 0))["params"]
+    medium = params["medium_checkpoint"]
+    assert medium >= 1
+    assert len(arrays["observations"]) == 25 * params["checkpoint_episodes"][medium]
+
+
+def test_the_forge_is_deterministic_for_a_seed(tmp_path, monkeypatch):
+    spec = get_task("mpe-spread-medium")
+    first = read_d4rl_hdf5(forge(spec, scale=SCALE, seed=3, progress=False))
+    monkeypatch.setenv("DIFFRL_DATA_DIR", str(tmp_path))  # a fresh cache: trained again
+    second = read_d4rl_hdf5(forge(spec, scale=SCALE, seed=3, progress=False))
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def test_sources_forge_on_first_use_and_read_the_reference_scores():
+    dataset = load_dataset(get_task("mpe-spread-expert"), scale=SCALE, forge_seed=0, verbose=False)
+    assert dataset.provenance.source == "forged" and dataset.provenance.protocol == "mpe"
+    assert dataset.provenance.n_episodes == 40
+    attrs = read_hdf5_attrs(dataset.provenance.path)
+    assert (dataset.ref_min_score, dataset.ref_max_score) == (
+        attrs["ref_min_score"],
+        attrs["ref_max_score"],
+    )
+
+
+def test_pick_medium_takes_a_trained_checkpoint_near_the_target():
+    assert pick_medium([10.0, 20.0, 55.0, 90.0, 100.0], 55.0) == 2
+    assert pick_medium([10.0, 40.0, 70.0], 50.0) == 1  # 40 is nearer than 70
+    assert pick_medium([100.0, 5.0, 6.0], 100.0) == 2  # none reaches it: the nearest trained one
