@@ -218,7 +218,7 @@ def test_normalized_returns_lie_in_the_official_range_on_forged_hopper():
     from tasks.sources import load_dataset
 
     spec = get_task("hopper-medium-v2")
-    dataset = load_dataset(spec, scale=0.003, verbose=False)
+    dataset = load_dataset(spec, scale=0.01, verbose=False)
     cfg = dd.Config(**{**TINY, "horizon": 16, "history": 1}, batch_size=4096)
     agent = dd.Agent(cfg, task_info(spec, dataset), compute_stats(dataset), "cpu", 1)
     assert agent.cfg.returns_scale == 400.0

@@ -134,6 +134,7 @@ def test_bandit_forge_and_its_reference_scores():
     np.testing.assert_array_equal(dataset.arrays["actions"], again["actions"])
 
 
-def test_locomotion_levels_without_trained_policies_say_how_to_train_them():
+def test_locomotion_levels_without_trained_policies_say_how_to_train_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFRL_POLICY_DIR", str(tmp_path))  # a policy folder with none shipped
     with pytest.raises(ForgeNotAvailableError, match=r"forge\.retrain=true"):
         forge(get_task("walker2d-medium-v2"), scale=0.01)
