@@ -70,13 +70,14 @@ def main() -> None:
         "algo", "task", "steps", "episodes", "wall s", "train s", "steps/s", "decisions/s",
         "normalized", f"< {TARGET_SECONDS} s",
     )  # fmt: skip
+    console = Console()
     for algo in args.algos.split(","):
         task = DEFAULT_TASKS.get(algo, quick_config(algo, "pointmaze-umaze").task)
         forge_first(algo, task)
         with tempfile.TemporaryDirectory() as tmp:
             wall, rec = timed_run(algo, task, args.threads, Path(tmp))
         timings, final = rec["timings"], rec["final"] or {}
-        table.add_row(
+        row = (
             algo,
             task,
             str(rec["budget"]["train_steps"]),
@@ -88,7 +89,8 @@ def main() -> None:
             f"{final.get('normalized_mean', float('nan')):.1f}",
             "yes" if wall < TARGET_SECONDS else "NO",
         )
-    console = Console()
+        table.add_row(*row)
+        console.print(" | ".join(row), f"(load average {os.getloadavg()[0]:.1f})")
     console.print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     console.print(table)
 
