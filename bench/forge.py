@@ -10,7 +10,7 @@ Locomotion tasks collect with the behaviour policies shipped in ``tasks/policies
 ``forge.retrain=true`` first trains them (:mod:`tasks.forge.sac`, ``forge.train_steps`` env steps,
 default 1M: hours on a 2-core CPU, see the error message of a missing policy for the measured
 estimate; ``forge.train_threads`` torch threads, default 1, the faster setting on a shared
-machine) until the ``forge.until`` level (``medium`` or ``expert``, the default) is decided
+machine, claimed as a run's cores are: :mod:`bench.threads`) until the ``forge.until`` level (``medium`` or ``expert``, the default) is decided
 (:mod:`tasks.forge.locomotion`: the levels match D4RL's datasets' mean returns), resuming the run
 from ``$DIFFRL_DATA_DIR/sac/`` or from its snapshot committed under ``forge-runs/``, whichever
 went further, and packing its resume state into that snapshot at every save. It then writes the
@@ -29,6 +29,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from bench.threads import claim_cores
 from tasks.forge import ForgeNotAvailableError, forge, forged_path
 from tasks.forge.locomotion import retrain_behaviour_policies
 from tasks.forge.policies import BehaviourPoliciesMissingError
@@ -70,8 +71,16 @@ def main(cfg: DictConfig) -> None:
     scale, seed = float(cfg.data.scale), int(cfg.seed)
     force = bool(cfg.force)
     if cfg.forge.retrain:
-        torch.set_num_threads(int(cfg.forge.train_threads))
-        retrain(spec, int(cfg.forge.train_steps), int(cfg.forge.train_seed), str(cfg.forge.until))
+        # Hours of training: its cores are claimed as a run's are, so that runs started beside it
+        # (threads=auto) take the cores left instead of oversubscribing its.
+        cores = claim_cores(int(cfg.forge.train_threads))
+        try:
+            torch.set_num_threads(cores.threads)
+            retrain(
+                spec, int(cfg.forge.train_steps), int(cfg.forge.train_seed), str(cfg.forge.until)
+            )
+        finally:
+            cores.release()
         force = True
     existed = forged_path(spec, scale, seed).exists() and not force
     try:
