@@ -15,7 +15,9 @@ Official code followed: zbzhu99/madiff, ``diffuser/models/ma_temporal.py``
 guidance), ``diffuser/datasets/sequence.py`` (``SequenceDataset``: conditions, loss masks, returns),
 ``diffuser/utils/mask_generator.py``, ``diffuser/utils/evaluator.py`` (``_generate_samples``:
 centralized and decentralized plans), and the MPE configs ``exp_specs/mpe/spread/
-mad_mpe_spread_{attn,ctde}_{exp,md,mdreplay,random}.yaml`` (:data:`PAPER`). As there: horizon 24,
+mad_mpe_spread_{attn,ctde}_{exp,md,mdreplay,random}.yaml`` (:data:`PAPER`; tag's and world's
+differ only in ``returns_scale``, 500-700 by level; MaMuJoCo's ``exp_specs/mamujoco/2halfcheetah/``
+set horizon 10, 18 steps of inpainted history and shared inverse dynamics). As there: horizon 24,
 no history (``history_horizon`` 0: only the current observation is inpainted), 200 diffusion
 steps of the ``squaredcos_cap_v2`` (cosine) schedule, epsilon prediction, the predicted x0 clamped
 to [-1, 1] on the CDF-normalized scale (statistics pooled over agents, ``agent_share_parameters``),
@@ -77,6 +79,20 @@ from algorithms.common.unet import TemporalUnet
 
 EXECUTIONS = ("centralized", "decentralized")
 _SPECS = "zbzhu99/madiff exp_specs/mpe/spread/mad_mpe_spread_attn_{level}.yaml"
+_MAMUJOCO_SPECS = (
+    "zbzhu99/madiff exp_specs/mamujoco/2halfcheetah/"
+    "mad_mamujoco_2halfcheetah_attn_{level}_history.yaml"
+)
+_TAG_WORLD_RETURNS_SCALES = (
+    ("tag", "expert", "exp", 700.0),
+    ("tag", "medium", "md", 600.0),
+    ("tag", "medium-replay", "mdreplay", 600.0),
+    ("tag", "random", "random", 500.0),
+    ("world", "expert", "exp", 700.0),
+    ("world", "medium", "md", 600.0),
+    ("world", "medium-replay", "mdreplay", 600.0),
+    ("world", "random", "random", 600.0),
+)
 PAPER = PaperDefaults(
     families={
         "multi-agent": Settings(
@@ -86,6 +102,22 @@ PAPER = PaperDefaults(
     },
     datasets={
         "mpe-spread-expert": Settings(_SPECS.format(level="exp"), {"returns_scale": 700.0}),
+        # tag and world: their configs differ from spread's only in returns_scale
+        **{
+            f"mpe-{scenario}-{level}": Settings(
+                f"zbzhu99/madiff exp_specs/mpe/{scenario}/mad_mpe_{scenario}_attn_{name}.yaml",
+                {"returns_scale": scale},
+            )
+            for scenario, level, name, scale in _TAG_WORLD_RETURNS_SCALES
+        },
+        # MaMuJoCo: the attn and ctde configs both share the inverse dynamics (share_inv: True)
+        **{
+            f"mamujoco-halfcheetah-2x3-{level}": Settings(
+                _MAMUJOCO_SPECS.format(level=level),
+                {"horizon": 10, "history": 18, "returns_scale": scale, "share_inverse": True},
+            )
+            for level, scale in (("good", 1000.0), ("medium", 300.0), ("poor", 100.0))
+        },
     },
 )
 
@@ -437,5 +469,13 @@ PAPER_BUDGET = PaperDefaults(
             f"{SPREAD} (n_train_steps 1001000, eval_freq 100000, num_eval 10)",
             {"train_steps": 1_000_000, "eval_every": 100_000, "eval_episodes": 10},
         )
-    }
+    },
+    datasets={
+        f"mamujoco-halfcheetah-2x3-{level}": Settings(
+            f"{_MAMUJOCO_SPECS.format(level=level)} (n_train_steps 500000, eval_freq 50000, "
+            "num_eval 10)",
+            {"train_steps": 500_000, "eval_every": 50_000, "eval_episodes": 10},
+        )
+        for level in ("good", "medium", "poor")
+    },
 )

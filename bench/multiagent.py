@@ -1,12 +1,15 @@
 """The harness's multi-agent side: task info and evaluation on batches of parallel multi-agent envs.
 
-Multi-agent tasks (``spec.kind == "multi-agent"``, :mod:`tasks.multiagent`) step ``n_envs``
-worlds together; the agent sees observations ``[n_envs, n_agents, obs_dim]`` and answers actions
-``[n_envs, n_agents, act_dim]`` with one ``act`` per step. Every episode lasts the task's fixed
-length (OMAR's 25 steps), so a wave of episodes ends together. The score of an episode is the
-metric MADiff and OMAR report (:func:`tasks.multiagent.team_score`: for spread the per-step mean
-over agents, summed over the episode), normalized with the random and expert reference returns
-the forge measured.
+Multi-agent tasks (``spec.kind == "multi-agent"``) step ``n_envs`` worlds together: OMAR's
+particle worlds (:mod:`tasks.multiagent`, ``mpe-*``) or MaMuJoCo robots (:mod:`tasks.mamujoco`,
+``mamujoco-*``), chosen by the task's env id (:func:`make_envs`). The agent sees observations
+``[n_envs, n_agents, obs_dim]`` and answers actions ``[n_envs, n_agents, act_dim]`` with one
+``act`` per step. Every episode lasts the task's fixed length (OMAR's 25 steps; MaMuJoCo
+HalfCheetah's 1000, it never terminates), so a wave of episodes ends together. The score of an
+episode is the metric MADiff reports, summed over the episode (:func:`step_score`: for MPE
+:func:`tasks.multiagent.team_score`, e.g. spread's per-step mean over agents; for MaMuJoCo the
+shared team reward, :func:`tasks.mamujoco.team_reward`), normalized with the random and expert
+reference returns the forge measured.
 """
 
 from __future__ import annotations
@@ -17,14 +20,31 @@ import numpy as np
 
 from algorithms.common.contract import Agent, TaskInfo
 from bench.evaluate import DivergenceError, EvalResult
+from tasks.mamujoco import MaMuJoCoEnvs, team_reward
 from tasks.multiagent import ParticleEnvs, team_score
 from tasks.progress import progress
 from tasks.spec import Dataset, DatasetFormatError, TaskSpec, normalized_score
 
+MPE_PREFIX, MAMUJOCO_PREFIX = "diffrl/mpe-", "diffrl/mamujoco-"
 
-def make_envs(spec: TaskSpec, n_envs: int) -> ParticleEnvs:
-    """``n_envs`` parallel worlds of a multi-agent task."""
-    return ParticleEnvs(spec.env_kwargs["scenario"], n_envs)
+
+def make_envs(spec: TaskSpec, n_envs: int) -> ParticleEnvs | MaMuJoCoEnvs:
+    """``n_envs`` parallel worlds of a multi-agent task, by its env id's family."""
+    if spec.env_id.startswith(MPE_PREFIX):
+        return ParticleEnvs(spec.env_kwargs["scenario"], n_envs)
+    if spec.env_id.startswith(MAMUJOCO_PREFIX):
+        return MaMuJoCoEnvs(spec.env_kwargs["scenario"], spec.env_kwargs["agent_conf"], n_envs)
+    raise ValueError(
+        f"{spec.task_id}: env id {spec.env_id!r} is no multi-agent family; valid prefixes: "
+        f"{MPE_PREFIX}, {MAMUJOCO_PREFIX}"
+    )
+
+
+def step_score(spec: TaskSpec, rewards: np.ndarray) -> np.ndarray:
+    """The per-step team score of rewards ``[n_envs, n_agents]`` (module docstring)."""
+    if spec.env_id.startswith(MAMUJOCO_PREFIX):
+        return team_reward(rewards)
+    return team_score(rewards, spec.env_kwargs["scenario"])
 
 
 def multiagent_task_info(spec: TaskSpec, dataset: Dataset) -> TaskInfo:
@@ -68,7 +88,7 @@ def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int) -> tuple[np.
         if not np.all(np.isfinite(actions)):
             raise DivergenceError("the agent produced a non-finite action")
         obs, rewards, _, _ = envs.step(actions)
-        scores += team_score(rewards, spec.env_kwargs["scenario"])
+        scores += step_score(spec, rewards)
     return scores, act_seconds
 
 

@@ -10,9 +10,13 @@ Families:
 * ``pointmaze-{umaze,medium,large}``: Minari's goal-conditioned point mazes (the protocol of
   ``D4RL/pointmaze/*-v2``), forged locally; observation ``[x, y, vx, vy, goal_x, goal_y]``.
 * ``toy-bandit``: the 2-D bandit of :mod:`tasks.toy`.
-* ``mpe-spread-{expert,medium,medium-replay,random}``: OMAR's cooperative navigation (three
-  agents), multi-agent: a port of OMAR's particle world (not ``mpe2``, whose actions and rewards
-  differ), data forged by OMAR's MATD3 protocol.
+* ``mpe-{spread,tag,world}-{expert,medium,medium-replay,random}``: OMAR's cooperative navigation
+  (three agents), predator-prey and world (three predators, one scripted prey), multi-agent: a
+  port of OMAR's particle world (not ``mpe2``, whose actions and rewards differ), data forged by
+  OMAR's MATD3 protocol.
+* ``mamujoco-halfcheetah-2x3-{good,medium,poor}``: MaMuJoCo's two-agent HalfCheetah
+  (gymnasium-robotics ``mamujoco_v1``), multi-agent, at OG-MARL's levels, forged by our protocol
+  from the suite's HalfCheetah SAC checkpoints (:mod:`tasks.forge.mamujoco`).
 * Safe tasks (:mod:`tasks.safety`), each on another task's dataset with costs added:
   ``velocity-{hopper,walker2d,halfcheetah}-{medium,medium-replay,medium-expert}-v2`` (TREBI: cost
   ``|x-velocity|``, budget on the 0.997-discounted cost, TREBI's ``MAX_COST_THRESHOLD`` as the
@@ -263,9 +267,9 @@ MPE_LEVELS = ("expert", "medium", "medium-replay", "random")
 
 
 def _multiagent_specs() -> list[TaskSpec]:
-    """OMAR's MPE scenarios (``mpe-spread-*``): a faithful port of OMAR's fork of the particle
-    environments (:mod:`tasks.multiagent`; PettingZoo's ``mpe2`` differs in action space and
-    rewards, see there), data forged by OMAR's protocol (:mod:`tasks.forge.multiagent`)."""
+    """OMAR's MPE scenarios (``mpe-{spread,tag,world}-*``): a faithful port of OMAR's fork of
+    the particle environments (:mod:`tasks.multiagent`; PettingZoo's ``mpe2`` differs in action
+    space and rewards, see there), data forged by OMAR's protocol (:mod:`tasks.forge.multiagent`)."""
     return [
         TaskSpec(
             task_id=f"mpe-{scenario}-{level}",
@@ -279,8 +283,32 @@ def _multiagent_specs() -> list[TaskSpec]:
             # scale 1 trains 40000 (about 40 min on one loaded core, estimated; cached per scale)
             cheap_forge=True,
         )
-        for scenario in ("spread",)
+        for scenario in ("spread", "tag", "world")
         for level in MPE_LEVELS
+    ]
+
+
+MAMUJOCO_LEVELS = ("good", "medium", "poor")
+
+
+def _mamujoco_specs() -> list[TaskSpec]:
+    """MaMuJoCo HalfCheetah 2x3 (gymnasium-robotics ``mamujoco_v1``, :mod:`tasks.mamujoco`) at
+    OG-MARL's levels, forged by our closest protocol (:mod:`tasks.forge.mamujoco`)."""
+    return [
+        TaskSpec(
+            task_id=f"mamujoco-halfcheetah-2x3-{level}",
+            kind="multi-agent",
+            env_id="diffrl/mamujoco-HalfCheetah-2x3",  # tasks.mamujoco.MaMuJoCoEnvs
+            env_kwargs={"scenario": "HalfCheetah", "agent_conf": "2x3"},
+            max_episode_steps=1000,
+            forge="mamujoco",
+            forge_params={"level": level},
+            # forged on first use from the committed SAC checkpoints: a few seconds per 10k
+            # steps plus 1-2 min of reference episodes (2 x 100 x 1000 steps) on one loaded
+            # core; scale 1 (1M steps) a few minutes more
+            cheap_forge=True,
+        )
+        for level in MAMUJOCO_LEVELS
     ]
 
 
@@ -291,6 +319,7 @@ _BASE: dict[str, TaskSpec] = {
     + _pointmaze_specs()
     + _toy_specs()
     + _multiagent_specs()
+    + _mamujoco_specs()
 }
 _TASKS: dict[str, TaskSpec] = {**_BASE, **{s.task_id: s for s in _safe_specs(_BASE)}}
 

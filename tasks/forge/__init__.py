@@ -36,6 +36,7 @@ PROTOCOLS = {
     "locomotion": "tasks.forge.locomotion:forge_locomotion",
     "safe_control": "tasks.forge.safe_control:forge_safe_control",
     "mpe": "tasks.forge.multiagent:forge_mpe",
+    "mamujoco": "tasks.forge.mamujoco:forge_mamujoco",
 }
 NOT_YET: dict[str, str] = {}
 REFERENCE_SEED = 123
@@ -62,6 +63,10 @@ def forged_path(spec: TaskSpec, scale: float = 1.0, seed: int = 0) -> Path:
 
         if policies_shipped(spec):
             name += f"-{data_tag(spec)}"
+    if spec.forge == "mamujoco":  # named by the SAC checkpoints it rolls out
+        from tasks.forge.mamujoco import data_tag
+
+        name += f"-{data_tag(spec)}"
     return data_root() / spec.data_id / f"{name}.hdf5"
 
 

@@ -153,6 +153,35 @@ def test_resolve_fills_the_official_spread_settings_and_checks_knobs():
         resolve(Config(dim=24), INFO, stats())
 
 
+def test_resolve_fills_the_official_tag_and_world_returns_scales():
+    official = {  # exp_specs/mpe/{tag,world}/mad_mpe_*_attn_{exp,md,mdreplay,random}.yaml
+        "tag": {"expert": 700.0, "medium": 600.0, "medium-replay": 600.0, "random": 500.0},
+        "world": {"expert": 700.0, "medium": 600.0, "medium-replay": 600.0, "random": 600.0},
+    }
+    for scenario, levels in official.items():
+        for level, scale in levels.items():
+            info = dataclasses.replace(INFO, task_id=f"mpe-{scenario}-{level}")
+            cfg = resolve(Config(), info, stats())
+            assert (cfg.horizon, cfg.returns_scale) == (24, scale), info.task_id
+
+
+def test_resolve_fills_the_official_mamujoco_halfcheetah_settings():
+    info = TaskInfo("mamujoco-halfcheetah-2x3-medium", "multi-agent", 12, 3, 1000, n_agents=2)
+    for execution in ("centralized", "decentralized"):  # both 2halfcheetah configs share_inv
+        cfg = resolve(Config(execution=execution), info, stats())
+        assert (cfg.horizon, cfg.history, cfg.returns_scale) == (10, 18, 300.0)
+        assert cfg.share_inverse is True
+    scales = {
+        level: resolve(
+            Config(),
+            dataclasses.replace(info, task_id=f"mamujoco-halfcheetah-2x3-{level}"),
+            stats(),
+        ).returns_scale
+        for level in ("good", "poor")
+    }
+    assert scales == {"good": 1000.0, "poor": 100.0}
+
+
 # -- learning -----------------------------------------------------------------------------------
 
 

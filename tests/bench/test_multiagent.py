@@ -1,6 +1,9 @@
 """Multi-agent evaluation and task info: parallel worlds, one ``act`` per step on
 ``[n_envs, n_agents, obs_dim]``, the paper's team score, normalization and reproducibility."""
 
+import dataclasses
+
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch
 from algorithms.common.contract import DataSpec
 from bench.data import compute_stats, make_sampler
 from bench.evaluate import DivergenceError, evaluate
-from bench.multiagent import multiagent_task_info
+from bench.multiagent import make_envs, multiagent_env_info, multiagent_task_info
 from tasks.multiagent import ParticleEnvs, team_score
 from tasks.registry import get_task
 from tasks.sources import load_dataset
@@ -111,3 +114,42 @@ def test_samplers_and_statistics_keep_the_agents_axis():
     torch.testing.assert_close(rtg[:, :-1][inside], expected[inside], rtol=1e-4, atol=1e-4)
     transitions = make_sampler(dataset, DataSpec(batch_size=4), torch.device("cpu"), 0).sample()
     assert transitions["rewards"].shape == (4, 3) and transitions["terminals"].shape == (4,)
+
+
+MAMUJOCO = get_task("mamujoco-halfcheetah-2x3-medium")
+
+
+class Swing:
+    """Every joint follows one sine of the step: a deterministic MaMuJoCo policy."""
+
+    def __init__(self):
+        self.calls, self.t = [], 0
+
+    def act(self, obs):
+        self.calls.append(obs.shape)
+        self.t += 1
+        return np.full((*obs.shape[:-1], 3), np.sin(0.3 * self.t))
+
+    def reset(self, done=None):
+        self.t = 0
+
+
+def test_mamujoco_evaluation_is_the_team_return_of_each_seeded_episode():
+    agent = Swing()
+    result = evaluate(agent, MAMUJOCO, episodes=3, seed=40, ref_min=0.0, ref_max=1000.0, max_envs=2)
+    assert agent.calls == [(2, 2, 12)] * 1000 + [(1, 2, 12)] * 1000
+    assert result.lengths.tolist() == [1000] * 3 and result.decisions == 3000
+    expected = []
+    for seed in (40, 41, 42):  # one single-agent HalfCheetah-v5 per episode, same actions
+        single = gym.make("HalfCheetah-v5")
+        single.reset(seed=seed)
+        expected.append(sum(single.step(np.full(6, np.sin(0.3 * t)))[1] for t in range(1, 1001)))
+    np.testing.assert_allclose(result.returns, expected, rtol=1e-9)
+    np.testing.assert_allclose(result.normalized, result.returns / 10.0)
+
+
+def test_mamujoco_task_info_and_unknown_families():
+    info = multiagent_env_info(MAMUJOCO)
+    assert (info.n_agents, info.obs_dim, info.act_dim, info.max_episode_steps) == (2, 12, 3, 1000)
+    with pytest.raises(ValueError, match="valid prefixes: diffrl/mpe-, diffrl/mamujoco-"):
+        make_envs(dataclasses.replace(MAMUJOCO, env_id="diffrl/smac-3m"), 1)

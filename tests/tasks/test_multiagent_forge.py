@@ -1,5 +1,5 @@
-"""The multi-agent MPE forge at a cheap scale: layout with an agents axis, provenance, levels,
-determinism, and loading through the data sources."""
+"""The multi-agent MPE forge at a cheap scale (spread, tag, world): layout with an agents axis,
+provenance, levels, determinism, and loading through the data sources."""
 
 import numpy as np
 import pytest
@@ -13,14 +13,18 @@ from tasks.sources import load_dataset
 SCALE = 0.001  # 40 MATD3 episodes, 1000 transitions per rollout level: seconds
 
 
-@pytest.mark.parametrize("level", ["random", "medium", "medium-replay", "expert"])
-def test_levels_forge_with_an_agents_axis_and_provenance(level):
-    spec = get_task(f"mpe-spread-{level}")
-    path = forge(spec, scale=SCALE, seed=0, progress=False)
-    arrays, attrs = read_d4rl_hdf5(path), read_hdf5_attrs(path)
+@pytest.mark.parametrize(("scenario", "obs_dim"), [("spread", 18), ("tag", 16), ("world", 24)])
+def test_levels_forge_with_an_agents_axis_and_provenance(scenario, obs_dim):
+    """All four levels of a scenario (one MATD3 run serves them, so they share a test)."""
+    for level in ("random", "medium", "medium-replay", "expert"):
+        path = forge(get_task(f"mpe-{scenario}-{level}"), scale=SCALE, seed=0, progress=False)
+        check_level(read_d4rl_hdf5(path), read_hdf5_attrs(path), scenario, obs_dim, level)
+
+
+def check_level(arrays, attrs, scenario, obs_dim, level):
     n = len(arrays["observations"])
-    assert arrays["observations"].shape == (n, 3, 18)
-    assert arrays["next_observations"].shape == (n, 3, 18)
+    assert arrays["observations"].shape == (n, 3, obs_dim)
+    assert arrays["next_observations"].shape == (n, 3, obs_dim)
     assert arrays["actions"].shape == (n, 3, 2) and np.abs(arrays["actions"]).max() <= 1.0
     assert arrays["rewards"].shape == (n, 3)
     assert arrays["terminals"].shape == (n,) and not arrays["terminals"].any()
@@ -33,6 +37,8 @@ def test_levels_forge_with_an_agents_axis_and_provenance(level):
     )
     params = attrs["params"]
     assert attrs["protocol"] == "mpe" and params["level"] == level and params["n_agents"] == 3
+    assert params["scenario"] == scenario
+    assert ("predator 0" in params["metric"]) == (scenario != "spread")
     assert params["behaviour"] == "MATD3" and len(params["checkpoint_returns"]) >= 2
     assert attrs["ref_max_score"] != attrs["ref_min_score"]
     if level != "medium-replay":
@@ -72,3 +78,19 @@ def test_pick_medium_takes_a_trained_checkpoint_near_the_target():
     assert pick_medium([10.0, 20.0, 55.0, 90.0, 100.0], 55.0) == 2
     assert pick_medium([10.0, 40.0, 70.0], 50.0) == 1  # 40 is nearer than 70
     assert pick_medium([100.0, 5.0, 6.0], 100.0) == 2  # none reaches it: the nearest trained one
+
+
+@pytest.mark.parametrize("scenario", ["tag", "world"])
+def test_predator_data_carry_the_predators_shared_reward(scenario):
+    """Tag's and world's rewards are every predator's shared reward, the data's rows consistent
+    with replaying their observations in the port (the prey is scripted, so not in the data)."""
+    arrays = read_d4rl_hdf5(forge(get_task(f"mpe-{scenario}-random"), SCALE, 0, progress=False))
+    rewards = arrays["rewards"]
+    np.testing.assert_array_equal(rewards, np.repeat(rewards[:, :1], 3, axis=1))
+    # the shaping term: -0.1 * the summed predator-prey distances, read from the observations
+    prey_at = {"tag": slice(12, 14), "world": slice(18, 20)}[scenario]
+    prey_rel = arrays["next_observations"][:, :, prey_at]
+    shaping = -0.1 * np.linalg.norm(prey_rel, axis=-1).sum(-1)
+    catch = {"tag": 10.0, "world": 5.0}[scenario]
+    bonus = rewards[:, 0] - shaping
+    np.testing.assert_allclose(bonus / catch, np.round(bonus / catch), atol=1e-4)

@@ -1,10 +1,11 @@
 """The batched port of OMAR's particle worlds against a literal, loop-by-loop transcription of
-OMAR's ``core.py`` / ``environment.py`` / ``scenarios/simple_spread.py``; seeding; team score."""
+OMAR's ``core.py`` / ``environment.py`` / ``scenarios/simple_{spread,tag,world}.py``; the scripted
+prey; seeding; team score."""
 
 import numpy as np
 import pytest
 
-from tasks.multiagent import SPREAD, ParticleEnvs, team_score
+from tasks.multiagent import SPREAD, TAG, WORLD, ParticleEnvs, flee_actions, team_score
 
 
 def omar_spread_step(pos, vel, landmarks, actions):
@@ -75,8 +76,160 @@ def test_reset_seeds_each_world_so_an_episode_does_not_depend_on_its_batch():
     np.testing.assert_array_equal(a, c)
 
 
-def test_team_score_is_the_mean_over_agents():
+def test_team_score_is_spreads_mean_and_the_first_predators_reward():
     rewards = np.array([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
     np.testing.assert_allclose(team_score(rewards, "spread"), [3.0, 1.0])
-    with pytest.raises(ValueError, match="valid: spread"):
-        team_score(rewards, "tag")
+    np.testing.assert_allclose(team_score(rewards, "tag"), [1.0, 0.0])
+    np.testing.assert_allclose(team_score(rewards, "world"), [1.0, 0.0])
+    with pytest.raises(ValueError, match="valid: spread, tag, world"):
+        team_score(rewards, "push")
+
+
+class Entity:
+    """One of OMAR's entities (``core.py``: ``Entity`` / ``Agent`` / ``Landmark``)."""
+
+    def __init__(self, pos, vel, size, movable, collide, accel=None, max_speed=None):
+        self.pos, self.vel, self.size = pos.copy(), vel.copy(), size
+        self.movable, self.collide, self.accel, self.max_speed = movable, collide, accel, max_speed
+        self.mass = 1.0
+
+
+def omar_world(scenario, pos, vel, landmarks):
+    """OMAR's ``make_world`` of simple_tag / simple_world: adversaries, the good agent, then
+    ``world.landmarks`` (world: landmark, food x2, forest x2)."""
+    agents = [
+        Entity(p, v, 0.075, True, True, 3.0, 1.0)
+        if i < 3
+        else Entity(p, v, 0, True, True, 4.0, 1.3)
+        for i, (p, v) in enumerate(zip(pos, vel, strict=True))
+    ]
+    agents[3].size = 0.05 if scenario == "tag" else 0.045
+    if scenario == "tag":
+        lms = [Entity(p, np.zeros(2), 0.2, False, True) for p in landmarks]
+    else:
+        sizes, collide = [0.2, 0.03, 0.03, 0.3, 0.3], [True, False, False, False, False]
+        lms = [
+            Entity(p, np.zeros(2), s, False, c)
+            for p, s, c in zip(landmarks, sizes, collide, strict=True)
+        ]
+    return agents, lms
+
+
+def is_collision(a, b):
+    return np.sqrt(np.sum(np.square(a.pos - b.pos))) < a.size + b.size
+
+
+def omar_predator_step(scenario, pos, vel, landmarks, actions, prey_action):
+    """One step of OMAR's simple_tag / simple_world for one world, entity by entity as OMAR's
+    ``MultiAgentEnv._step`` and ``World.step`` do; the predators' observations and rewards."""
+    agents, lms = omar_world(scenario, pos, vel, landmarks)
+    entities = agents + lms
+    for agent, a in zip(agents, [*actions, prey_action], strict=True):
+        agent.u = np.clip(a, -1, 1) * agent.accel  # _set_action: u *= sensitivity (= accel)
+    p_force = [agent.mass * agent.accel * agent.u for agent in agents] + [None] * len(lms)
+    for a, ea in enumerate(entities):  # apply_environment_force
+        for b, eb in enumerate(entities):
+            if b <= a or not (ea.collide and eb.collide) or not (ea.movable or eb.movable):
+                continue
+            delta = ea.pos - eb.pos
+            dist = np.sqrt(np.sum(np.square(delta)))
+            penetration = np.logaddexp(0, -(dist - (ea.size + eb.size)) / 1e-3) * 1e-3
+            force = 100.0 * delta / dist * penetration
+            if ea.movable and eb.movable:
+                f_a, f_b = eb.mass / ea.mass * force, -(ea.mass / eb.mass) * force
+            else:
+                f_a = force if ea.movable else None
+                f_b = -force if eb.movable else None
+            if f_a is not None:
+                p_force[a] = f_a + (0.0 if p_force[a] is None else p_force[a])
+            if f_b is not None:
+                p_force[b] = f_b + (0.0 if p_force[b] is None else p_force[b])
+    for i, e in enumerate(entities):  # integrate_state
+        if not e.movable:
+            continue
+        e.vel = e.vel * (1 - 0.25)
+        e.vel += (p_force[i] / e.mass) * 0.1
+        speed = np.sqrt(np.square(e.vel[0]) + np.square(e.vel[1]))
+        if speed > e.max_speed:
+            e.vel = e.vel / np.sqrt(np.square(e.vel[0]) + np.square(e.vel[1])) * e.max_speed
+        e.pos = e.pos + e.vel * 0.1
+    adversaries, prey = agents[:3], agents[3]
+    obs, rewards = [], []
+    for agent in adversaries:
+        rew = -sum(0.1 * np.sqrt(np.sum(np.square(prey.pos - adv.pos))) for adv in adversaries)
+        rew += sum(10 if scenario == "tag" else 5 for adv in adversaries if is_collision(prey, adv))
+        rewards.append(rew)
+        entity_pos = [lm.pos - agent.pos for lm in lms]
+        other_pos = [other.pos - agent.pos for other in agents if other is not agent]
+        parts = [agent.vel, agent.pos, *entity_pos, *other_pos, prey.vel]
+        if scenario == "world":  # all agents are leaders: nobody is hidden
+            parts += [
+                np.array([1.0 if is_collision(agent, forest) else -1.0]) for forest in lms[3:]
+            ]
+        obs.append(np.concatenate(parts))
+    pos = np.array([a.pos for a in agents])
+    vel = np.array([a.vel for a in agents])
+    return pos, vel, np.array(obs), np.array(rewards)
+
+
+@pytest.mark.parametrize("scenario", [TAG, WORLD])
+def test_predator_scenarios_match_omars_code_step_by_step(scenario):
+    envs = ParticleEnvs(scenario.name, 6)
+    obs = envs.reset(seed=3)
+    assert obs.shape == (6, 3, scenario.obs_dim) and envs.pos.shape == (6, 4, 2)
+    rng = np.random.default_rng(1)
+    # crowd the agents onto the landmarks in some worlds so contacts and captures happen
+    envs.pos[:3, :2] = envs.landmarks[:3, :1] + rng.normal(0, 0.1, (3, 2, 2))
+    envs.pos[3:, :3] = envs.pos[3:, 3:] + rng.normal(0, 0.08, (3, 3, 2))
+    state = [(envs.pos[i].copy(), envs.vel[i].copy()) for i in range(6)]
+    caught = 0
+    for _ in range(25):
+        actions = rng.uniform(-1.5, 1.5, (6, 3, 2))
+        prey_actions = flee_actions(envs.pos[:, 3], envs.pos[:, :3])
+        obs, rewards, terminated, truncated = envs.step(actions)
+        for i in range(6):
+            pos, vel, ref_obs, ref_rew = omar_predator_step(
+                scenario.name, *state[i], envs.landmarks[i], actions[i], prey_actions[i]
+            )
+            state[i] = (pos, vel)
+            np.testing.assert_allclose(envs.pos[i], pos, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(obs[i], ref_obs, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(rewards[i], ref_rew, rtol=1e-9)
+            caught += ref_rew[0] > 0
+    assert caught > 0  # captures were exercised
+    assert truncated.all() and not terminated.any()
+
+
+def test_world_observes_forests():
+    envs = ParticleEnvs("world", 1)
+    envs.reset(seed=0)
+    envs.landmarks[0, 3:] = [[0.5, 0.5], [-0.5, -0.5]]  # the forests
+    envs.pos[0, :3] = [[0.5, 0.6], [0.0, 0.0], [-0.5, -0.5]]
+    in_forest = envs.observe()[0, :, -2:]
+    np.testing.assert_array_equal(in_forest, [[1, -1], [-1, -1], [-1, 1]])
+
+
+def test_the_scripted_prey_flees_the_nearest_predator_and_stays_in_the_arena():
+    prey = np.array([[0.0, 0.0], [0.95, 0.0]])
+    predators = np.array(
+        [
+            [[0.2, 0.0], [-0.9, 0.9], [-0.9, -0.9]],  # nearest on the right: flee left
+            [[-0.5, 0.0], [-0.5, 0.5], [-0.5, -0.5]],  # chased against the right wall
+        ]
+    )
+    push = flee_actions(prey, predators)
+    assert push[0, 0] < -0.9 and np.linalg.norm(push, axis=-1) == pytest.approx([1.0, 1.0])
+    assert push[1, 0] < 0  # the wall, 0.05 away, repels more than the predators behind
+    # a prey threatened by still predators (nearest within 0.3) gains distance in three steps
+    envs = ParticleEnvs("tag", 256)
+    envs.reset(seed=0)
+    nearest = np.linalg.norm(envs.pos[:, :3] - envs.pos[:, 3:], axis=-1).min(-1)
+    for _ in range(3):
+        envs.step(np.zeros((256, 3, 2)))
+    later = np.linalg.norm(envs.pos[:, :3] - envs.pos[:, 3:], axis=-1).min(-1)
+    threatened = nearest < 0.3
+    assert threatened.sum() > 20 and (later > nearest)[threatened].mean() > 0.95
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        envs.step(rng.uniform(-1, 1, (256, 3, 2)))
+        assert np.abs(envs.pos[:, 3]).max() < 1.0

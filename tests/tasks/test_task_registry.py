@@ -16,11 +16,12 @@ def test_registry_lists_every_family():
         assert f"pointmaze-{maze}" in ids
     assert "toy-bandit" in ids
     for level in ("expert", "medium", "medium-replay", "random"):
-        assert f"mpe-spread-{level}" in ids
+        for scenario in ("spread", "tag", "world"):
+            assert f"mpe-{scenario}-{level}" in ids
     safe = {"velocity": 9, "ceiling": 4, "obstacles": 3, "safe": 2}
     for prefix, count in safe.items():
         assert sum(i.startswith(prefix + "-") for i in ids) == count
-    assert len(ids) == 22 + 4 + sum(safe.values()) and ids == sorted(ids)
+    assert len(ids) == 22 + 12 + 3 + sum(safe.values()) and ids == sorted(ids)  # 3: MaMuJoCo
 
 
 def test_locomotion_specs_carry_d4rl_constants_and_files():
@@ -66,3 +67,11 @@ def test_torso_ceilings_are_safediffusers_official_heights(task, limit):
     ``invariance_hopper`` height 1.5, ``invariance`` (walker2d) 1.3, on the torso height rootz."""
     (ceiling,) = get_task(task).safety.barriers
     assert (ceiling.dim, ceiling.limit, ceiling.upper) == (0, limit, True)
+
+
+@pytest.mark.parametrize("scenario", ["spread", "tag", "world"])
+def test_mpe_specs_name_their_scenario_and_forge(scenario):
+    spec = get_task(f"mpe-{scenario}-medium-replay")
+    assert (spec.kind, spec.forge, spec.max_episode_steps) == ("multi-agent", "mpe", 25)
+    assert spec.env_kwargs == {"scenario": scenario} and spec.cheap_forge
+    assert spec.forge_params == {"scenario": scenario, "level": "medium-replay"}
