@@ -15,7 +15,8 @@ the transform's per-row statistics of the added rows (DiffStitch: backed-up and 
 
 The file is cached under ``$DIFFRL_DATA_DIR/augmented/<dataset>/`` keyed by the source dataset's
 sha256, the hash of the resolved Config (and name), ``augment.seed`` and the budget; it is written
-atomically, so an interrupted build leaves nothing and runs again. ``augment.budget`` scales the
+atomically, so an interrupted build leaves nothing and runs again, and built by one run at a time
+(:func:`tasks.hdf5.build_lock`), so seeds started together on a cold cache build it once. ``augment.budget`` scales the
 transform's training and generation lengths (1.0: the paper's); ``null`` takes the run budget's
 (:data:`BUDGET_SCALE`); a budget may also give a transform reduced sizes, stated in
 ``conf/budget_augment/<budget>-<name>.yaml`` (``budget=quick``: small networks, so the stage
@@ -49,7 +50,7 @@ from bench.checks import ConfigError
 from bench.data import compute_stats, make_sampler
 from bench.records import AugmentInfo
 from tasks.forge import data_root
-from tasks.hdf5 import read_d4rl_hdf5, read_hdf5_attrs, write_d4rl_hdf5
+from tasks.hdf5 import build_lock, read_d4rl_hdf5, read_hdf5_attrs, write_d4rl_hdf5
 from tasks.sources import cached_sha256
 from tasks.spec import REQUIRED_FIELDS, Dataset, Provenance, TaskSpec
 
@@ -157,11 +158,14 @@ def plan_augmentation(
 
 
 def materialize(plan: Plan, dataset: Dataset, device: torch.device) -> Dataset:
-    """The augmented dataset of ``plan``: the cached file, else built now and cached."""
-    if plan.path.exists():
-        console.print(f"[augment] reusing {plan.path}")
-    else:
-        build(plan.path, plan.stage, plan.config, dataset, plan.info, plan.stats, device)
+    """The augmented dataset of ``plan``: the cached file, else built now and cached (one
+    builder at a time: runs started together wait for the first, then reuse its file)."""
+    if not plan.path.exists():
+        with build_lock(plan.path):
+            if not plan.path.exists():  # else built by a concurrent run while this one waited
+                build(plan.path, plan.stage, plan.config, dataset, plan.info, plan.stats, device)
+                return load_augmented(plan.path, dataset)
+    console.print(f"[augment] reusing {plan.path}")
     return load_augmented(plan.path, dataset)
 
 

@@ -12,13 +12,19 @@ Departing from ``qlearning_dataset``, which returns no episode boundaries, the s
 dropped one inherits its ``timeouts`` flag (unless it is terminal), so episodes stay separable.
 
 Writes are atomic (a temporary file in the same directory, then ``os.replace``), so a reader never
-sees a half-written file at the final path.
+sees a half-written file at the final path. Builders of a cached file (the forge, the augmentation
+stage) hold :func:`build_lock` while they build, so runs started together on a cold cache (a
+seed grid) build it once: the others wait, then read the first one's file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +142,25 @@ def write_d4rl_hdf5(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def build_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive right to build ``path`` (an ``flock`` on ``<path>.lock`` beside it,
+    released when the block ends or the process dies). A caller checks again inside the block
+    whether ``path`` exists: a concurrent builder may have written it while this one waited."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building {path}", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 JSON_PREFIX = "json:"

@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tasks.hdf5 import write_d4rl_hdf5
+from tasks.hdf5 import build_lock, write_d4rl_hdf5
 from tasks.spec import TaskSpec
 
 PROTOCOLS = {
@@ -97,6 +97,16 @@ def forge(
     protocol = _protocol(spec)
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
+    with build_lock(path):
+        if path.exists() and not force:  # forged by a concurrent run while this one waited
+            return path
+        return _forge_to(path, protocol, spec, scale, seed, progress)
+
+
+def _forge_to(
+    path: Path, protocol: Callable, spec: TaskSpec, scale: float, seed: int, progress: bool
+) -> Path:
+    """Run ``protocol`` and write its dataset to ``path`` with the forge's header."""
     start = time.perf_counter()
     arrays, attrs = protocol(spec, float(scale), int(seed), progress)
     seconds = time.perf_counter() - start

@@ -138,3 +138,34 @@ def test_locomotion_levels_without_trained_policies_say_how_to_train_them(tmp_pa
     monkeypatch.setenv("DIFFRL_POLICY_DIR", str(tmp_path))  # a policy folder with none shipped
     with pytest.raises(ForgeNotAvailableError, match=r"forge\.retrain=true"):
         forge(get_task("walker2d-medium-v2"), scale=0.01)
+
+
+def test_runs_started_together_on_a_cold_cache_forge_once(data_dirs, monkeypatch):
+    """Two runs that need the same unforged dataset at once: one forges, the other waits and
+    reads its file (a seed grid on a fresh machine would otherwise forge it once per seed)."""
+    import threading
+    import time
+
+    import tasks.forge as forge_module
+
+    spec = get_task("toy-bandit")
+    real = forge_module._protocol(spec)
+    calls = []
+
+    def slow_protocol(*args):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.3)  # long enough for the other run to arrive while this one forges
+        return real(*args)
+
+    monkeypatch.setattr(forge_module, "_protocol", lambda spec: slow_protocol)
+    paths = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(forge(spec, scale=0.01, progress=False)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(calls) == 1 and len(paths) == 2 and paths[0] == paths[1]
+    assert read_d4rl_hdf5(paths[0])["observations"].shape[0] > 0

@@ -92,3 +92,28 @@ def test_failed_write_leaves_nothing_at_the_final_path(tmp_path):
     with pytest.raises(TypeError):
         write_d4rl_hdf5(tmp_path / "out" / "x.hdf5", arrays)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_build_lock_makes_a_second_builder_wait_for_the_first(tmp_path):
+    """While one builder holds the lock, another blocks; it enters only after the first is done,
+    and so finds the file the first one wrote."""
+    import threading
+    import time
+
+    from tasks.hdf5 import build_lock
+
+    path = tmp_path / "data.hdf5"
+    events = []
+
+    def second():
+        with build_lock(path):
+            events.append(("second enters", path.exists()))
+
+    with build_lock(path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)  # the second builder is blocked meanwhile
+        events.append(("first writes", path.exists()))
+        write_d4rl_hdf5(path, _episodes())
+    thread.join(timeout=10)
+    assert events == [("first writes", False), ("second enters", True)]
