@@ -67,6 +67,10 @@ def forged_path(spec: TaskSpec, scale: float = 1.0, seed: int = 0) -> Path:
         from tasks.forge.mamujoco import data_tag
 
         name += f"-{data_tag(spec)}"
+    if spec.forge == "mpe":  # versioned by its reference scores
+        from tasks.forge.multiagent import DATA_TAG
+
+        name += f"-{DATA_TAG}"
     return data_root() / spec.data_id / f"{name}.hdf5"
 
 

@@ -28,12 +28,12 @@ trainer):
   the critics use lr 0.01, the actors 1e-3, one round per 25 env steps (the same for every
   scenario). Measured (one loaded core, seed 0): the team score of the noiseless actors rises
   from 152 (untrained) to 262 after 5000 episodes (125k steps), about 1000 episodes a minute;
-  on tag and world (scale 0.05: 2000 episodes, seed 0) from -9.4 to -3.6 (tag) and from -9.8 to
-  -4.5 (world): the predators learn to close in on the prey (the shaping term) but rarely catch
-  it; a hand-written pursuit (each predator pushes at the prey) scores +0.5 on tag and -2.3 on
-  world, uniform random actions -9.5. The first ~400 episodes lower the score (to -14 on tag)
-  before it rises, so at scale <= 0.01 the best trained checkpoint may be one taken before any
-  update (expert = random, and scores normalized by them are meaningless);
+  on tag and world (scale 0.05: 2000 episodes, seed 0) from -9.4 to -2.2 (tag) and from -9.8 to
+  -4.3 (world): the predators learn to close in on the prey (the shaping term) but rarely catch
+  it; the scripted controllers of :mod:`tasks.multiagent` score far above that (below). The first
+  ~400 episodes lower the score (to -14 on tag) before it rises, so at scale <= 0.01 the best
+  trained checkpoint may be one taken before any update (expert = untrained), and at scale 0.001
+  (40 episodes, under one batch of transitions) no update happens at all;
 * the actors have no input BatchNorm (OMAR's ``MLPNetwork`` has one);
 * levels: every ``n_episodes / 20`` episodes the noiseless actors are scored on 100 evaluation
   episodes (the team metric of :func:`tasks.multiagent.team_score`); ``expert`` is the best
@@ -46,8 +46,15 @@ trainer):
 
 One training run per (scenario, scale, seed) serves all four levels; its snapshots (actor weights,
 checkpoint returns, the medium-replay buffer) are cached as HDF5 beside the datasets and reused.
-Reference scores (in the team metric): the uniform random policy (min) and the noiseless expert
-actors (max), 100 episodes from ``reset(seed=123)``.
+Reference scores (in the team metric), ours (OMAR and MADiff report raw team scores): the uniform
+random policy (min) and the scenario's scripted controller (max; see :mod:`tasks.multiagent`),
+each 100 episodes from ``reset(seed=123)``, as the point mazes' waypoint controller is theirs;
+they depend neither on the scale nor on the MATD3 run. The MATD3 expert would be a poor max:
+measured (seed 0; random, expert at scale 0.05 / 0.1, controller) spread 147.0, 169.6 / 204.6,
+634.2; tag -9.3, -2.2 / 0.1, 25.8; world -9.5, -4.3 / -3.4, 10.3; at scale <= 0.01 the expert can
+be no better than the untrained actors. The provenance names the controller (``ref_max_policy``) and
+keeps the noiseless expert's own score (``expert_score``, not a normalizer). Forged files carry
+``DATA_TAG`` (``v2``) in their name, so files normalized by the expert (untagged) are never reused.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ from torch.nn import functional as F
 
 from tasks.forge import REFERENCE_SEED, data_root
 from tasks.hdf5 import read_hdf5_attrs, write_d4rl_hdf5
-from tasks.multiagent import ParticleEnvs, team_score
+from tasks.multiagent import CONTROLLERS, ParticleEnvs, scripted_controller, team_score
 from tasks.progress import progress as progress_bar
 from tasks.spec import TaskSpec
 
@@ -83,6 +90,9 @@ STEPS_PER_UPDATE = 25
 POLICY_DELAY = 2
 BUFFER = 1_000_000
 LEVELS = ("random", "medium", "medium-replay", "expert")
+# In the forged file's name: v2 files are normalized by the scripted controllers (v1, unnamed,
+# by the MATD3 expert), so a file forged with the old references is never read as a new one.
+DATA_TAG = "v2"
 
 
 class AgentsMLP(nn.Module):
@@ -390,6 +400,14 @@ def rollouts(
     return arrays
 
 
+def reference_scores(scenario: str) -> tuple[float, float]:
+    """(min, max) reference team scores, independent of the forge's scale and MATD3 run: the
+    uniform random policy and the scripted controller, 100 episodes from ``reset(seed=123)``."""
+    rng = np.random.default_rng(REFERENCE_SEED)
+    ref_min = team_return(scenario, lambda o: rng.uniform(-1, 1, (*o.shape[:-1], 2)))
+    return ref_min, team_return(scenario, scripted_controller(scenario))
+
+
 def forge_mpe(
     spec: TaskSpec, scale: float, seed: int, progress: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -413,10 +431,7 @@ def forge_mpe(
         )
     arrays = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in arrays.items()}
     arrays["terminals"] = np.zeros(len(arrays["observations"]), dtype=bool)
-    expert = load_actor(scenario, behaviour.actors["expert"])
-    rng = np.random.default_rng(REFERENCE_SEED)
-    ref_min = team_return(scenario, lambda o: rng.uniform(-1, 1, (*o.shape[:-1], 2)))
-    ref_max = team_return(scenario, lambda o: act(expert, o, 0.0, rng))
+    ref_min, ref_max = reference_scores(scenario)
     envs = ParticleEnvs(scenario, 1)
     params = {
         "scenario": scenario,
@@ -429,6 +444,10 @@ def forge_mpe(
         "checkpoint_episodes": behaviour.episodes,
         "medium_checkpoint": behaviour.medium_index,
         "expert_checkpoint": behaviour.expert_index,
+        # the noiseless MATD3 expert's team score (100 episodes from seed 123), for reading only
+        "expert_score": round(behaviour.returns[behaviour.expert_index], 3),
+        "ref_min_policy": "uniform random actions in [-1, 1]",
+        "ref_max_policy": f"scripted controller: {CONTROLLERS[scenario]}",
         "metric": f"team score: {envs.scenario.metric}",
     }
     return arrays, {"params": params, "ref_min_score": ref_min, "ref_max_score": ref_max}

@@ -1,12 +1,15 @@
 """The multi-agent MPE forge at a cheap scale (spread, tag, world): layout with an agents axis,
-provenance, levels, determinism, and loading through the data sources."""
+provenance, levels, determinism, loading through the data sources, and the reference scores
+(random policy and scripted controller, whatever the scale)."""
 
 import numpy as np
 import pytest
 
+from bench.multiagent import evaluate_multiagent
 from tasks.forge import forge, forged_path
-from tasks.forge.multiagent import pick_medium
+from tasks.forge.multiagent import DATA_TAG, pick_medium, team_return
 from tasks.hdf5 import read_d4rl_hdf5, read_hdf5_attrs
+from tasks.multiagent import scripted_controller
 from tasks.registry import get_task
 from tasks.sources import load_dataset
 
@@ -40,7 +43,9 @@ def check_level(arrays, attrs, scenario, obs_dim, level):
     assert params["scenario"] == scenario
     assert ("predator 0" in params["metric"]) == (scenario != "spread")
     assert params["behaviour"] == "MATD3" and len(params["checkpoint_returns"]) >= 2
-    assert attrs["ref_max_score"] != attrs["ref_min_score"]
+    assert attrs["ref_max_score"] > attrs["ref_min_score"]
+    assert params["ref_max_policy"].startswith("scripted controller")
+    assert params["expert_score"] == params["checkpoint_returns"][params["expert_checkpoint"]]
     if level != "medium-replay":
         assert n == 1000
 
@@ -94,3 +99,53 @@ def test_predator_data_carry_the_predators_shared_reward(scenario):
     catch = {"tag": 10.0, "world": 5.0}[scenario]
     bonus = rewards[:, 0] - shaping
     np.testing.assert_allclose(bonus / catch, np.round(bonus / catch), atol=1e-4)
+
+
+class PolicyAgent:
+    """The slice of the agent contract the multi-agent evaluator calls."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def act(self, obs):
+        return self.policy(obs)
+
+    def reset(self, done=None):
+        pass
+
+
+@pytest.mark.parametrize("scenario", ["spread", "tag", "world"])
+def test_references_are_the_scripted_controller_and_the_random_policy(scenario):
+    """Through the harness's evaluator the controller normalizes to 100 on the reference episodes
+    (100 from seed 123) and a uniform random agent near 0."""
+    spec = get_task(f"mpe-{scenario}-random")
+    attrs = read_hdf5_attrs(forge(spec, scale=SCALE, seed=0, progress=False))
+    ref_min, ref_max = attrs["ref_min_score"], attrs["ref_max_score"]
+    assert ref_max == team_return(scenario, scripted_controller(scenario))
+    controller = evaluate_multiagent(
+        PolicyAgent(scripted_controller(scenario)), spec, 100, 123, ref_min, ref_max
+    )
+    assert controller.normalized.mean() == pytest.approx(100.0)
+    rng = np.random.default_rng(1)
+    random = PolicyAgent(lambda obs: rng.uniform(-1, 1, (*obs.shape[:-1], 2)))
+    result = evaluate_multiagent(random, spec, 50, 1000, ref_min, ref_max)
+    assert abs(result.normalized.mean()) < 10
+
+
+def test_references_do_not_depend_on_the_scale():
+    """Two scales train different MATD3 runs but share the references (at these scales the
+    MATD3 "expert" is no better than the untrained actors: it could not serve as the max)."""
+    spec = get_task("mpe-spread-random")
+    attrs = [
+        read_hdf5_attrs(forge(spec, scale=scale, seed=0, progress=False))
+        for scale in (SCALE, 2 * SCALE)
+    ]
+    assert attrs[0]["params"]["checkpoint_episodes"] != attrs[1]["params"]["checkpoint_episodes"]
+    for key in ("ref_min_score", "ref_max_score"):
+        assert attrs[0][key] == attrs[1][key]
+
+
+def test_forged_files_are_named_by_the_reference_version():
+    """Files forged before the scripted references (no tag) are never read as current ones."""
+    path = forged_path(get_task("mpe-tag-medium"), 0.01, 0)
+    assert path.name == f"scale0.01-seed0-{DATA_TAG}.hdf5"

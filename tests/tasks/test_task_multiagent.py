@@ -1,11 +1,21 @@
 """The batched port of OMAR's particle worlds against a literal, loop-by-loop transcription of
 OMAR's ``core.py`` / ``environment.py`` / ``scenarios/simple_{spread,tag,world}.py``; the scripted
-prey; seeding; team score."""
+prey; the scripted controllers; seeding; team score."""
 
 import numpy as np
 import pytest
 
-from tasks.multiagent import SPREAD, TAG, WORLD, ParticleEnvs, flee_actions, team_score
+from tasks.multiagent import (
+    SPREAD,
+    TAG,
+    WORLD,
+    ParticleEnvs,
+    cover_actions,
+    flee_actions,
+    pursuit_actions,
+    scripted_controller,
+    team_score,
+)
 
 
 def omar_spread_step(pos, vel, landmarks, actions):
@@ -233,3 +243,53 @@ def test_the_scripted_prey_flees_the_nearest_predator_and_stays_in_the_arena():
     for _ in range(25):
         envs.step(rng.uniform(-1, 1, (256, 3, 2)))
         assert np.abs(envs.pos[:, 3]).max() < 1.0
+
+
+def mean_team_score(scenario, policy, episodes=20, seed=0):
+    envs = ParticleEnvs(scenario, episodes)
+    obs = envs.reset(seed)
+    total = np.zeros(episodes)
+    for _ in range(envs.max_episode_steps):
+        obs, rewards, _, _ = envs.step(policy(obs))
+        total += team_score(rewards, scenario)
+    return total.mean()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "margin"), [("spread", 400.0), ("tag", 25.0), ("world", 15.0)]
+)
+def test_scripted_controllers_beat_the_random_policy_by_a_margin(scenario, margin):
+    """Over 20 episodes (measured: spread 641 vs 165, tag 24.8 vs -9.8, world 11.4 vs -9.6)."""
+    rng = np.random.default_rng(0)
+    random = mean_team_score(scenario, lambda obs: rng.uniform(-1, 1, (*obs.shape[:-1], 2)))
+    assert mean_team_score(scenario, scripted_controller(scenario)) > random + margin
+
+
+def test_the_cover_controller_sends_each_agent_to_its_own_landmark():
+    """Nearest-landmark greed would send agents 0 and 1 both to landmark 0; the least-total-
+    distance assignment sends agent 0 there (0.1 away) and agent 1 to landmark 1 (0.3 away)."""
+    envs = ParticleEnvs("spread", 1)
+    envs.reset(seed=0)
+    envs.pos[0] = [[0.0, 0.0], [0.2, 0.0], [-1.0, -1.0]]
+    envs.landmarks[0] = [[0.1, 0.0], [0.5, 0.0], [-1.0, -0.95]]
+    actions = cover_actions(envs.observe())[0]
+    np.testing.assert_allclose(actions, [[1.0, 0.0], [1.0, 0.0], [0.0, 0.5]], atol=1e-6)
+    envs.vel[0] = [[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]  # the velocity term brakes agent 0
+    assert cover_actions(envs.observe())[0, 0, 0] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("scenario", ["tag", "world"])
+def test_the_pursuit_controller_heads_for_the_prey_from_the_observations(scenario):
+    envs = ParticleEnvs(scenario, 64)
+    obs = envs.reset(seed=0)
+    actions = pursuit_actions(obs, scenario)
+    to_prey = envs.pos[:, 3:] - envs.pos[:, :3]  # at rest: push towards the prey on each axis
+    np.testing.assert_array_equal(np.sign(actions), np.sign(to_prey))
+    assert np.abs(actions).max() <= 1.0
+    envs.vel[:, 3] = [0.5, 0.0]  # the prey runs right: the predators add its velocity
+    moving = pursuit_actions(envs.observe(), scenario)
+    unclipped = np.abs(actions[..., 0]) < 0.5
+    assert unclipped.sum() > 10
+    np.testing.assert_allclose(
+        moving[..., 0][unclipped], actions[..., 0][unclipped] + 0.5, atol=1e-6
+    )
