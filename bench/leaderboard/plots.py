@@ -1,8 +1,11 @@
-"""Runs -> figures: up to five PNGs per (data, budget) section.
+"""Runs -> figures: up to six PNGs per (data, budget) section.
 
 ``plots/<data>-<budget>-<steps>/``: learning curves (drawn only from runs that evaluated during
-training: a lone final point is no curve), final score per task, final score against wall-clock
-per task, the aggregate IQM with its interval, and performance profiles. Every bootstrap is seeded and the PNGs carry no date or
+training: a lone final point is no curve), online curves against environment steps (runs with an
+online phase), final score per task, final score against wall-clock per task, the aggregate IQM
+with its interval, and performance profiles. A run with an online phase ends its training-step
+curve at its pre-trained evaluation: its final score is the fine-tuned one, a point of the online
+curve, not of the offline one. Every bootstrap is seeded and the PNGs carry no date or
 software metadata, so the same records give the same bytes.
 """
 
@@ -19,6 +22,7 @@ from bench.leaderboard.tables import budget_label
 
 PLOT_FILES = (
     "learning_curves.png",
+    "online_curves.png",
     "per_task.png",
     "score_vs_wallclock.png",
     "aggregate_iqm.png",
@@ -47,8 +51,31 @@ def curve_frame(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         points = [(p["step"], p.get("normalized_mean")) for p in rec.get("curve") or []]
         if not points:
             continue
-        points.append(((rec.get("final") or {}).get("step", r["train_steps"]), r["final_score"]))
+        step = (rec.get("final") or {}).get("step", r["train_steps"])
+        points.append((step, offline_end_score(rec, r["final_score"])))
         rows += [{**r.to_dict(), "step": s, "normalized": v} for s, v in points if v is not None]
+    return pd.DataFrame(rows)
+
+
+def offline_end_score(record: dict, final_score: float) -> float | None:
+    """The score that ends a run's training-step curve: the pre-trained evaluation where the run
+    went on online (its final score is the fine-tuned one), else its final score."""
+    online = record.get("online")
+    return online["pretrained"].get("normalized_mean") if online else final_score
+
+
+def online_curve_frame(records: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The online phases' evaluations, one row per (run, env steps): from the pre-trained
+    evaluation at 0 env steps to the fine-tuned final one."""
+    recs = dict(zip(records["path"], records["record"], strict=True))
+    rows = []
+    for _, r in runs.iterrows():
+        online = recs[r["path"]].get("online") or {}
+        rows += [
+            {**r.to_dict(), "env_steps": p["env_steps"], "normalized": p["normalized_mean"]}
+            for p in online.get("curve") or []
+            if p.get("normalized_mean") is not None
+        ]
     return pd.DataFrame(rows)
 
 
@@ -72,6 +99,7 @@ def write_plots(
 
     sns.set_theme(style="whitegrid")
     curves = curve_frame(records, runs)
+    online = online_curve_frame(records, runs)
     written = []
     for key, section in runs.groupby(list(stats.SECTION_KEYS), sort=True):
         folder = out / "plots" / section_slug(key)
@@ -83,15 +111,21 @@ def write_plots(
         if len(section_curves):
             plot_curves(sns, section_curves, entries, palette, title, folder / PLOT_FILES[0])
             drawn.append(PLOT_FILES[0])
-        plot_per_task(sns, section, entries, palette, title, folder / PLOT_FILES[1])
-        drawn.append(PLOT_FILES[1])
+        section_online = in_section(online, key) if len(online) else online
+        if len(section_online):
+            plot_curves(
+                sns, section_online, entries, palette, title, folder / PLOT_FILES[1], ONLINE_AXIS
+            )
+            drawn.append(PLOT_FILES[1])
+        plot_per_task(sns, section, entries, palette, title, folder / PLOT_FILES[2])
+        drawn.append(PLOT_FILES[2])
         timed = section[pd.to_numeric(section["wall_seconds"]).notna()]
         if len(timed):
-            plot_wallclock(sns, timed, entries, palette, title, folder / PLOT_FILES[2])
-            drawn.append(PLOT_FILES[2])
-        plot_aggregate(in_section(agg, key), palette, title, folder / PLOT_FILES[3])
-        plot_profiles(in_section(prof, key), palette, title, folder / PLOT_FILES[4])
-        drawn += PLOT_FILES[3:]
+            plot_wallclock(sns, timed, entries, palette, title, folder / PLOT_FILES[3])
+            drawn.append(PLOT_FILES[3])
+        plot_aggregate(in_section(agg, key), palette, title, folder / PLOT_FILES[4])
+        plot_profiles(in_section(prof, key), palette, title, folder / PLOT_FILES[5])
+        drawn += PLOT_FILES[4:]
         written += [str((folder / f).relative_to(out)) for f in drawn]
     return written
 
@@ -108,14 +142,27 @@ def facet_wrap(n_tasks: int) -> int:
     return min(3, n_tasks)
 
 
+# (column, axis label, figure name) of the two kinds of curve
+TRAINING_AXIS = ("step", "training step", "Learning curves")
+ONLINE_AXIS = ("env_steps", "online environment steps", "Online fine-tuning")
+
+
 def plot_curves(
-    sns, curves: pd.DataFrame, entries: list[str], palette: dict, title: str, path: Path
+    sns,
+    curves: pd.DataFrame,
+    entries: list[str],
+    palette: dict,
+    title: str,
+    path: Path,
+    axis: tuple[str, str, str] = TRAINING_AXIS,
 ) -> None:
-    """Normalized score over training steps: mean over seeds with a 95% bootstrap band."""
+    """Normalized score over training steps (or ``axis``'s x): mean over seeds with a 95%
+    bootstrap band."""
+    x, label, name = axis
     g = sns.relplot(
         data=curves,
         kind="line",
-        x="step",
+        x=x,
         y="normalized",
         hue="entry",
         hue_order=entries,
@@ -129,9 +176,9 @@ def plot_curves(
         height=3,
         aspect=1.3,
     )
-    g.set_axis_labels("training step", "normalized score")
+    g.set_axis_labels(label, "normalized score")
     g.legend.set_title("algorithm")
-    g.figure.suptitle(f"Learning curves ({title})", y=1.02)
+    g.figure.suptitle(f"{name} ({title})", y=1.02)
     save_figure(g.figure, path)
 
 

@@ -132,6 +132,21 @@ def test_the_leaderboard_shows_pretrained_finetuned_and_gain(reference, referenc
     assert (rows[0]["env steps"], rows[0]["envs"]) == ("800", "4")
 
 
+def test_plots_put_the_online_phase_on_its_own_axis(reference, reference_dir, tmp_path):
+    """The online curve is drawn against env steps; a training-step curve of an online run ends
+    at the pre-trained score, never at the fine-tuned final (a point of the other axis)."""
+    from bench import leaderboard
+    from bench.leaderboard.plots import offline_end_score
+
+    leaderboard.build(reference_dir, tmp_path, plots=True)
+    pngs = {p.name for p in (tmp_path / "plots").rglob("*.png")}
+    assert "online_curves.png" in pngs
+    assert "online_curves.png" in (tmp_path / "leaderboard.md").read_text()
+    pretrained = reference["online"]["pretrained"]["normalized_mean"]
+    assert offline_end_score(reference, reference["final"]["normalized_mean"]) == pretrained
+    assert offline_end_score({"online": None}, 12.5) == 12.5
+
+
 def test_online_knobs_change_the_hash_of_online_algorithms_only():
     base = {"task": "toy-bandit", "seed": 0, "train": {"steps": 10}}
     online = {**base, "online": {"n_envs": 4, "env_steps": 800, "eval_every": 0}}
