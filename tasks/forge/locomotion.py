@@ -251,11 +251,15 @@ def replay_schedule(steps: Sequence[int], medium_step: int) -> list[tuple[int, i
     return [(s, nxt - s) for s, nxt in pairwise([*kept, medium_step])]
 
 
-def snapshot_actors(checkpoints: Sequence[Checkpoint]) -> list[str]:
-    """The actor files a run's snapshot carries: every one the replay schedule may use, and the
-    last :data:`SNAPSHOT_RECENT_ACTORS` (among which the medium pick falls once reached)."""
+def snapshot_actors(env: str, checkpoints: Sequence[Checkpoint]) -> list[str]:
+    """The actor files a run's snapshot carries: every one the replay schedule may use, the
+    levels picked so far (:func:`pick_levels`: the export needs them however far the run has
+    gone on since), and the last :data:`SNAPSHOT_RECENT_ACTORS` (among which a pick falls when
+    it is made)."""
     steps = [c.step for c in checkpoints]
+    picks = pick_levels(env, [c.mean_return for c in checkpoints], finished=False)
     kept = {s for s in steps if _replay_kept(s)} | set(steps[-SNAPSHOT_RECENT_ACTORS:])
+    kept |= {steps[i] for i in picks.values()}
     return [c.path for c in checkpoints if c.step in kept]
 
 
@@ -306,7 +310,7 @@ def retrain_behaviour_policies(
 
     def pack(checkpoints: list[Checkpoint]) -> None:
         if snapshot is not None:
-            sac_snapshot.pack(run_dir, snapshot, snapshot_actors(checkpoints))
+            sac_snapshot.pack(run_dir, snapshot, snapshot_actors(env, checkpoints))
 
     train_sac(cfg, run_dir, progress, decided, on_save=pack)
     return export_policy_set(env, run_dir, directory)

@@ -17,9 +17,11 @@ from tasks.forge.locomotion import (
     pick_expert,
     pick_medium,
     replay_schedule,
+    snapshot_actors,
 )
 from tasks.forge.policies import BehaviourPoliciesMissingError, load_policy_set, policy_dir
 from tasks.forge.sac import (
+    Checkpoint,
     SACConfig,
     SACTrainer,
     evaluate_actor,
@@ -110,6 +112,22 @@ def test_replay_schedule_is_dense_early_then_sparse():
     assert schedule[-1] == (250_000, 10_000) and schedule[-2] == (200_000, 50_000)
     assert sum(c for _, c in schedule) == 260_000
     assert replay_schedule([0], 10_000) == [(0, 10_000)]
+
+
+def test_snapshots_keep_the_picked_medium_actor_however_far_the_run_goes():
+    """Hopper's medium pick (step 190k, closest to D4RL's 1422) lies between the replay
+    schedule's 50k marks; a snapshot taken 800k steps later must still carry its actor, or the
+    export at the end of the run cannot write the medium policy."""
+    returns = {step: 1000.0 + step / 1000 for step in range(0, 1_000_001, 10_000)}
+    returns[190_000], returns[200_000] = 1400.0, 1700.0  # 190k: closest below the first reaching
+    checkpoints = [
+        Checkpoint(step, f"actors/step{step:09d}.safetensors", mean)
+        for step, mean in returns.items()
+    ]
+    kept = snapshot_actors("hopper", checkpoints)
+    assert "actors/step000190000.safetensors" in kept
+    assert "actors/step000180000.safetensors" not in kept  # neither replay, recent nor picked
+    assert kept[-1] == "actors/step001000000.safetensors"
 
 
 def test_export_picks_levels_and_replay_schedule(fake_policies):
