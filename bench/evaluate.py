@@ -10,9 +10,12 @@ executed state, and over every planned state for agents that report it (the cont
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from algorithms.common.contract import Agent, BarrierReporter, CostObserver
@@ -144,6 +147,19 @@ def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int, bar: tqdm) -
     return _Wave(returns, lengths, success, costs, barrier_min, decisions, act_seconds)
 
 
+@contextmanager
+def acting_rng(seed: int) -> Iterator[None]:
+    """Torch's global RNG seeded with ``seed`` for the duration of an evaluation, and restored
+    after it. An agent's sampling noise then depends on the evaluation's seed alone, not on how
+    many numbers training drew before it: one network evaluated from two runs (DPPO and its
+    baselines share a pre-trained actor) scores the same, and evaluating does not change what
+    training draws next."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def evaluate(
     agent: Agent,
     spec: TaskSpec,
@@ -158,15 +174,36 @@ def evaluate(
     """Evaluate ``agent`` on ``episodes`` episodes, at most ``max_envs`` at a time.
 
     Episode ``i`` resets its env with seed ``seed + i``, so an evaluation is reproducible and two
-    runs that share a seed see the same start states. ``budget``: a safe task's episode cost
+    runs that share a seed see the same start states; the agent's own sampling draws from torch's
+    global RNG seeded with ``seed`` (:func:`acting_rng`). ``budget``: a safe task's episode cost
     budget, against which the share of episodes over budget is counted. Progress (episodes
     finished, decisions/s, time left) shows as ``desc`` (:func:`tasks.progress.progress`).
     Multi-agent tasks are evaluated by :func:`bench.multiagent.evaluate_multiagent`.
     """
-    if spec.kind == "multi-agent":
-        from bench.multiagent import evaluate_multiagent  # it builds on this module
+    with acting_rng(seed):
+        if spec.kind == "multi-agent":
+            from bench.multiagent import evaluate_multiagent  # it builds on this module
 
-        return evaluate_multiagent(agent, spec, episodes, seed, ref_min, ref_max, max_envs, desc)
+            return evaluate_multiagent(
+                agent, spec, episodes, seed, ref_min, ref_max, max_envs, desc
+            )
+        return _evaluate_waves(
+            agent, spec, episodes, seed, ref_min, ref_max, max_envs, budget, desc
+        )
+
+
+def _evaluate_waves(
+    agent: Agent,
+    spec: TaskSpec,
+    episodes: int,
+    seed: int,
+    ref_min: float,
+    ref_max: float,
+    max_envs: int,
+    budget: float | None,
+    desc: str,
+) -> EvalResult:
+    """:func:`evaluate` on a single-agent task: waves of at most ``max_envs`` parallel episodes."""
     waves = []
     planned = []
     with progress(episodes, desc, "episode") as bar:

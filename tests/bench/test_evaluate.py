@@ -1,7 +1,9 @@
-"""The evaluator's safety metrics against single-env rollouts of the same scripted policy."""
+"""The evaluator's safety metrics against single-env rollouts of the same scripted policy, and its
+seeding of an agent's sampling noise."""
 
 import numpy as np
 import pytest
+import torch
 
 from bench.evaluate import evaluate
 from tasks.envs import make_env
@@ -88,3 +90,36 @@ def test_velocity_cost_is_discounted_as_the_task_says():
     np.testing.assert_allclose(result.costs, manual, rtol=1e-6)
     assert result.summary()["over_budget_rate"] == pytest.approx(np.mean(np.array(manual) > 5.0))
     assert result.barrier_min_executed is None
+
+
+class NoisyTowardsPoint(TowardsPoint):
+    """:class:`TowardsPoint` with Gaussian action noise drawn from torch's global RNG, as a
+    diffusion agent's sampler draws it; it keeps the noise it drew."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise: list[np.ndarray] = []
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        self.noise.append(torch.randn(len(obs), 2).numpy())
+        return np.clip(super().act(obs) + 0.5 * self.noise[-1], -1, 1)
+
+
+def test_sampling_noise_depends_on_the_evaluation_seed_alone():
+    spec = get_task("pointmaze-umaze")
+
+    def run(draws_before: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        torch.manual_seed(123)
+        torch.randn(draws_before)  # training drew this many numbers before evaluating
+        state = torch.get_rng_state()
+        agent = NoisyTowardsPoint()
+        result = evaluate(agent, spec, episodes=3, seed=seed, ref_min=0, ref_max=1)
+        assert torch.equal(torch.get_rng_state(), state), "evaluation moved training's RNG"
+        return np.concatenate(agent.noise), result.returns
+
+    noise, returns = run(draws_before=0)
+    again, returns_again = run(draws_before=1000)
+    np.testing.assert_array_equal(noise, again)
+    np.testing.assert_array_equal(returns, returns_again)
+    other, _ = run(draws_before=0, seed=6)
+    assert not np.array_equal(noise[:10], other[:10])
