@@ -301,6 +301,16 @@ class Agent(Checkpointable):
 REPO = "anuragajay/decision-diffuser"
 CONFIG = f"{REPO} code/config/locomotion_config.py"
 MODEL = f"{REPO} code/diffuser/models/diffusion.py (GaussianInvDynDiffusion)"
+# budget=paper: the final checkpoint evaluated on num_eval parallel episodes.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "default": Settings(
+            f"{CONFIG} (n_train_steps 1e6), code/scripts/evaluate_inv_parallel.py (num_eval 10, "
+            "the final checkpoint)",
+            {"train_steps": 1_000_000, "eval_every": 1_000_000, "eval_episodes": 10},
+        )
+    }
+)
 FIDELITY_TASKS = ("hopper-medium-v2",)
 FIDELITY = (
     Official("horizon", 100, CONFIG),

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import torch
 
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.defaults import Official
+from algorithms.common.defaults import Official, PaperDefaults, Settings
 from algorithms.common.diffuser_core import (
     DIFFUSER_PAPER,
     DiffuserAgent,
@@ -111,6 +111,22 @@ class Agent(DiffuserAgent):
 REPO = "jannerm/diffuser"
 LOCOMOTION = f"{REPO} config/locomotion.py ('diffusion', 'values', 'plan')"
 MAZE = f"{REPO} branch maze2d config/maze2d.py, scripts/plan_maze2d.py"
+# budget=paper: plans are made once, from the final checkpoint. Locomotion's 150 episodes are the
+# official launcher's 3 x 50 trials per dataset; plan_maze2d.py runs one episode per call and no
+# launcher gives Maze2D's count, so budget=paper is refused there.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "locomotion": Settings(
+            f"{REPO} config/locomotion.py ('diffusion': n_train_steps 1e6), slurm/plan.sh "
+            "(n_trials=50 for start in 0 50 100)",
+            {"train_steps": 1_000_000, "eval_every": 1_000_000, "eval_episodes": 150},
+        ),
+        "maze": Settings(
+            f"{REPO} branch maze2d config/maze2d.py (n_train_steps 2e6)",
+            {"train_steps": 2_000_000, "eval_every": 2_000_000},
+        ),
+    }
+)
 FIDELITY_TASKS = ("hopper-medium-v2", "halfcheetah-medium-v2", "maze2d-umaze-v1")
 _LOCOMOTION_VALUES = {
     "horizon": 32,

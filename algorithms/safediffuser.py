@@ -91,7 +91,7 @@ import torch
 from torch import Tensor
 
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.defaults import Official, Settings, check_choice
+from algorithms.common.defaults import Official, PaperDefaults, Settings, check_choice
 from algorithms.common.diffuser_core import (
     DIFFUSER_PAPER,
     DiffuserAgent,
@@ -352,6 +352,22 @@ REPO = "Weixy21/SafeDiffuser"
 MAZE_BRANCH = f"{REPO} branch maze2d"
 MAZE_MODEL = f"{MAZE_BRANCH} diffuser/models/diffusion.py"
 LOCO_MODEL = f"{_LOCOMOTION} diffuser/models/diffusion.py"
+# budget=paper: the final checkpoint; the locomotion branch's plan_guided.py runs 10 episodes, the
+# maze2d branch's plan_maze2d.py one per call ("num of testing runs"), so budget=paper is refused
+# on the mazes.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "locomotion": Settings(
+            f"{_LOCOMOTION} config/locomotion.py (n_train_steps 1e6), scripts/plan_guided.py "
+            "(for kk in range(10))",
+            {"train_steps": 1_000_000, "eval_every": 1_000_000, "eval_episodes": 10},
+        ),
+        "maze": Settings(
+            f"{MAZE_BRANCH} config/maze2d.py (n_train_steps 2e6)",
+            {"train_steps": 2_000_000, "eval_every": 2_000_000},
+        ),
+    }
+)
 FIDELITY_TASKS = ("obstacles-maze2d-large-v1", "ceiling-hopper-medium-v2")
 MAZE_TASK, CEILING_TASK = FIDELITY_TASKS
 FIDELITY = (

@@ -63,7 +63,7 @@ import torch
 from torch import Tensor
 
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.defaults import Official, Settings
+from algorithms.common.defaults import Official, PaperDefaults, Settings
 from algorithms.common.diffuser_core import (
     DIFFUSER_PAPER,
     DiffuserAgent,
@@ -281,6 +281,20 @@ FIDELITY_TASKS = ("velocity-hopper-medium-v2", "safe-pendulum")
 VELOCITY_TASK, PENDULUM_TASK = FIDELITY_TASKS
 _LOCOMOTION = f"{_OFFICIAL} config/locomotion.py ('diffusion', 'values', 'cost_values', 'plan')"
 _TOY = f"{_OFFICIAL} config/toy_safe_env.py"
+# budget=paper: the final checkpoint, on the official test scripts' n_test_episode.
+PAPER_BUDGET = PaperDefaults(
+    families={
+        "locomotion": Settings(
+            f"{_OFFICIAL} config/locomotion.py ('diffusion': n_train_steps 1e6), test_cost.sh "
+            "(n_test_episode=20)",
+            {"train_steps": 1_000_000, "eval_every": 1_000_000, "eval_episodes": 20},
+        ),
+        "safe": Settings(
+            f"{_TOY} ('diffusion': n_train_steps 2e5), test_cost_toyenv.sh (n_test_episode=40)",
+            {"train_steps": 200_000, "eval_every": 200_000, "eval_episodes": 40},
+        ),
+    }
+)
 _PLANNER = {
     "horizon": 32,
     "n_diffusion_steps": 20,

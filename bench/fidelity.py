@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 import algorithms
 from algorithms.common.contract import DatasetStats, TaskInfo
-from algorithms.common.defaults import Official, paper_budget
+from algorithms.common.defaults import Official
 from bench.multiagent import multiagent_env_info
 from bench.run import env_task_info
 from tasks.envs import make_env
@@ -202,11 +202,15 @@ def budget_rows(module: ModuleType, task: str) -> list[Row]:
     if budget is None:
         return [Row("budget", "`budget=paper` unavailable", "?", "no PAPER_BUDGET", "not reported")]
     spec = get_task(task)
-    paper, source = paper_budget(budget, spec), budget.sources(spec)[-1]
+    paper, source = budget.for_task(spec), budget.sources(spec)[-1]
     standard = presets()["standard"]
     rows = []
     for setting, key, dotted in BUDGET_ROWS:
         section, knob = dotted.split(".")
+        if key not in paper:
+            ours = f"{fmt(standard[section][knob])} (standard); `budget=paper` refused here"
+            rows.append(Row(setting, ours, "not in the official code", source, ""))
+            continue
         ours = f"{fmt(standard[section][knob])} (standard), {fmt(paper[key])} (paper)"
         departure = ""
         if standard[section][knob] != paper[key]:

@@ -200,7 +200,12 @@ def apply_paper_budget(cfg: dict, algo: str, budget: str) -> dict:
     module = algorithms.load(algo)
     if not hasattr(module, "PAPER_BUDGET"):
         raise ConfigError(f"budget=paper: algorithms.{algo} publishes no PAPER_BUDGET")
-    published = paper_budget(module.PAPER_BUDGET, get_task(cfg["task"]))
+    task = get_task(cfg["task"])
+    try:
+        published = paper_budget(module.PAPER_BUDGET, task)
+    except KeyError as e:
+        sources = "; ".join(module.PAPER_BUDGET.sources(task)) or "no source"
+        raise ConfigError(f"budget=paper: algorithms.{algo} has {e.args[0]} ({sources})") from e
     train, evaluation = dict(cfg["train"]), dict(cfg["eval"])
     for section, key, value in (
         (train, "steps", published["train_steps"]),

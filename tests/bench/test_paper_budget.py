@@ -57,6 +57,33 @@ def test_paper_budget_fills_the_run_from_the_algorithm(algo, steps, every, episo
     assert cfg["train"]["steps"] is None, "the input config is left as it was"
 
 
+@pytest.mark.parametrize(
+    ("algo", "task", "steps", "episodes"),
+    [
+        ("diffuser", "hopper-medium-v2", 1_000_000, 150),  # slurm/plan.sh: 3 x 50 trials
+        ("decision_diffuser", "hopper-medium-v2", 1_000_000, 10),  # num_eval 10
+        ("safediffuser", "ceiling-hopper-medium-v2", 1_000_000, 10),  # range(10)
+        ("trebi", "velocity-hopper-medium-v2", 1_000_000, 20),  # test_cost.sh
+        ("trebi", "safe-pendulum", 200_000, 40),  # toy_safe_env.py, test_cost_toyenv.sh
+    ],
+)
+def test_planners_evaluate_their_final_checkpoint_on_the_published_episodes(
+    algo, task, steps, episodes
+):
+    cfg, algo_name, budget = composed(f"algo={algo}", f"task={task}", "budget=paper")
+    filled = apply_paper_budget(cfg, algo_name, budget)
+    assert filled["train"]["steps"] == filled["train"]["eval_every"] == steps
+    assert filled["eval"]["episodes"] == episodes
+
+
+@pytest.mark.parametrize("algo", ["diffuser", "safediffuser"])
+def test_a_task_whose_episode_count_is_unpublished_is_refused(algo):
+    """The maze planners' official scripts run one episode per call: no count to follow."""
+    cfg, algo_name, budget = composed(f"algo={algo}", "task=maze2d-umaze-v1", "budget=paper")
+    with pytest.raises(ConfigError, match=r"budget=paper: .* no published eval_episodes"):
+        apply_paper_budget(cfg, algo_name, budget)
+
+
 def test_paper_budget_is_per_task_where_the_paper_is():
     """Diffusion-QL's antmaze rows train 1000 epochs and evaluate on 100 episodes (-v0 data);
     IQL's antmaze runs evaluate 100 episodes every 100k steps (its README)."""
