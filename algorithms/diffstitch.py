@@ -369,7 +369,8 @@ def train_stitcher(stitcher: Stitcher, norm, sampler, steps: int) -> dict[str, f
     params = [*stitcher.model.parameters(), *stitcher.inverse.parameters()]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     losses = (torch.zeros(()), torch.zeros(()))
-    for _ in range(steps):
+    every = max(1, steps // REPORTS_PER_TRAINING)
+    for step in range(1, steps + 1):
         batch = sampler.sample()
         states = norm.states(batch["observations"])
         known = random_block_mask(len(states), cfg.horizon).to(states.device)
@@ -383,6 +384,11 @@ def train_stitcher(stitcher: Stitcher, norm, sampler, steps: int) -> dict[str, f
         optimizer.step()
         stitcher.ema.update(stitcher.model)
         losses = (plan_loss.detach(), inverse_loss.detach())
+        if step % every == 0:
+            report(
+                f"update {step:,}/{steps:,}: diffusion loss {float(losses[0]):.4f}, "
+                f"inverse loss {float(losses[1]):.4f}"
+            )
     return {"diffusion_loss": float(losses[0]), "inverse_loss": float(losses[1])}
 
 
@@ -686,6 +692,7 @@ def piece(raw, actions, rewards, steps: slice, backed: float, source_rtg: float)
 
 
 REPORT_EVERY = 10  # stitch rounds between progress lines
+REPORTS_PER_TRAINING = 10  # progress lines over the diffusion model's training
 
 
 def report(line: str) -> None:

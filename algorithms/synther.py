@@ -189,6 +189,9 @@ def edm_sample(net: nn.Module, n: int, dim: int, cfg: Config, device: torch.devi
 # ------------------------------------------------------------------------------------ the transform
 
 
+REPORTS_PER_TRAINING = 10  # progress lines over the denoiser's training
+
+
 def report(line: str) -> None:
     """A progress line on stderr (the stage can run for hours at the paper's budget)."""
     print(f"[synther] {line}", file=sys.stderr, flush=True)
@@ -223,7 +226,8 @@ def train_denoiser(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     ema = EMA(net, decay=cfg.ema_decay, start=cfg.ema_start, every=cfg.ema_every)
     loss = torch.zeros(())
-    for _ in range(steps):
+    every = max(1, steps // REPORTS_PER_TRAINING)
+    for step in range(1, steps + 1):
         idx = torch.randint(len(inputs), (cfg.batch_size,), generator=generator)
         loss = edm_loss(net, inputs[idx.to(inputs.device)], cfg)
         optimizer.zero_grad(set_to_none=True)
@@ -232,6 +236,8 @@ def train_denoiser(
         optimizer.step()
         schedule.step()
         ema.update(net)
+        if step % every == 0:
+            report(f"update {step:,}/{steps:,}: loss {float(loss.detach()):.4f}")
     return ema, float(loss.detach())
 
 
