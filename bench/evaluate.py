@@ -147,6 +147,21 @@ def _run_wave(agent: Agent, spec: TaskSpec, n_envs: int, seed: int, bar: tqdm) -
     return _Wave(returns, lengths, success, costs, barrier_min, decisions, act_seconds)
 
 
+def _run_waves(
+    agent: Agent, spec: TaskSpec, episodes: int, seed: int, max_envs: int, desc: str
+) -> tuple[list[_Wave], list[float]]:
+    """Waves of at most ``max_envs`` parallel episodes, and the smallest planned barrier value
+    each wave's plans reached (agents that report one)."""
+    waves, planned = [], []
+    with progress(episodes, desc, "episode") as bar:
+        for first in range(0, episodes, max_envs):
+            n_envs = min(max_envs, episodes - first)
+            waves.append(_run_wave(agent, spec, n_envs, seed + first, bar))
+            if isinstance(agent, BarrierReporter) and agent.planned_barrier_min() is not None:
+                planned.append(agent.planned_barrier_min())
+    return waves, planned
+
+
 @contextmanager
 def acting_rng(seed: int) -> Iterator[None]:
     """Torch's global RNG seeded with ``seed`` for the duration of an evaluation, and restored
@@ -187,31 +202,7 @@ def evaluate(
             return evaluate_multiagent(
                 agent, spec, episodes, seed, ref_min, ref_max, max_envs, desc
             )
-        return _evaluate_waves(
-            agent, spec, episodes, seed, ref_min, ref_max, max_envs, budget, desc
-        )
-
-
-def _evaluate_waves(
-    agent: Agent,
-    spec: TaskSpec,
-    episodes: int,
-    seed: int,
-    ref_min: float,
-    ref_max: float,
-    max_envs: int,
-    budget: float | None,
-    desc: str,
-) -> EvalResult:
-    """:func:`evaluate` on a single-agent task: waves of at most ``max_envs`` parallel episodes."""
-    waves = []
-    planned = []
-    with progress(episodes, desc, "episode") as bar:
-        for first in range(0, episodes, max_envs):
-            n_envs = min(max_envs, episodes - first)
-            waves.append(_run_wave(agent, spec, n_envs, seed + first, bar))
-            if isinstance(agent, BarrierReporter) and agent.planned_barrier_min() is not None:
-                planned.append(agent.planned_barrier_min())
+        waves, planned = _run_waves(agent, spec, episodes, seed, max_envs, desc)
     returns = np.concatenate([w.returns for w in waves])
     safe = spec.safety is not None
     executed = min(w.barrier_min for w in waves)
