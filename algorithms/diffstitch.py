@@ -570,6 +570,28 @@ def choose_targets(
     return chosen, picks, point
 
 
+def data_target_rate(
+    cfg: Config,
+    obs: np.ndarray,
+    sources: Windows,
+    targets: Windows,
+    target_states: Tensor,
+    norm,
+    rng: np.random.Generator,
+    n: int = 1024,
+) -> float:
+    """The share of ``n`` random source windows whose own continuation in the data finds a
+    target by :func:`choose_targets`' rule: the rate a perfect dream would reach. Beside the
+    dreams' rate it tells an undertrained model (dreams far below it) from a threshold the data
+    cannot meet (both low)."""
+    pick = rng.integers(len(sources.starts), size=n)
+    real = torch.as_tensor(window_states(obs, sources.starts[pick], cfg.horizon))
+    chosen, _, _ = choose_targets(
+        norm.states(real.to(target_states.device)), targets, target_states, cfg, rng
+    )
+    return float(np.mean(chosen >= 0))
+
+
 def window_states(obs: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
     """The ``horizon`` raw states from each start ``[B, H, S]`` (windows lie inside episodes)."""
     return obs[starts[:, None] + np.arange(horizon)]
@@ -743,6 +765,16 @@ def augment(
     target_states = norm.states(
         torch.as_tensor(arrays["observations"][targets.starts], device=device)
     )
+    reachable = data_target_rate(
+        cfg,
+        arrays["observations"],
+        sources,
+        targets,
+        target_states,
+        norm,
+        np.random.default_rng([seed, 1]),  # its own stream: the stitches' draws stay as they were
+    )
+    report(f"{reachable:.1%} of source windows reach a target along the data's own states")
     starts, ends = episode_bounds(arrays)
     rtg = returns_to_go(arrays["rewards"], starts, ends, cfg.discount)
     limit, rounds = scaled(cfg.generate_limit, budget), scaled(cfg.max_rounds, budget)
@@ -779,6 +811,8 @@ def augment(
             "attempts": counts,
             "source_windows": len(sources.starts),
             "target_windows": len(targets.starts),
+            "data_target_rate": reachable,
+            "dream_target_rate": 1 - counts.get("no_target", 0) / max(1, sum(counts.values())),
             **losses,
             **dyn_stats,
         },

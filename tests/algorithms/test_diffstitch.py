@@ -12,6 +12,7 @@ import torch
 import algorithms
 from algorithms import diffstitch
 from algorithms.common.contract import DatasetTransform, TaskInfo
+from algorithms.common.planning import StateLayout, make_normalizer
 from bench.data import compute_stats, make_sampler
 from tasks.spec import Dataset, Provenance
 
@@ -190,6 +191,8 @@ def test_stitches_join_source_to_target_and_beat_the_source(chain):
             a["next_observations"][start : end - 1], a["observations"][start + 1 : end]
         )
         assert a["backed_up_return"][start] >= a["source_return"][start]
+    # similarity 0 admits every target: every dream, and every data continuation, finds one
+    assert out.stats["dream_target_rate"] == out.stats["data_target_rate"] == 1.0
     assert set(out.checkpoints) == {
         "diffusion",
         "diffusion_ema",
@@ -223,3 +226,27 @@ def test_same_seed_same_stitches(chain):
     first, second = run_tiny(chain, seed=3), run_tiny(chain, seed=3)
     for key, value in first.arrays.items():
         assert np.array_equal(value, second.arrays[key]), key
+
+
+def test_data_target_rate_finds_the_targets_the_data_leads_to(chain):
+    """Sources placed ``stitch_low`` steps before a target reach it along the data (rate 1); a
+    threshold no cosine can meet leaves none (rate 0)."""
+    arrays, _, stats = chain
+    cfg = diffstitch.resolve(
+        dataclasses.replace(TINY, similarity=0.9999, target_batch=10_000), INFO, stats
+    )
+    norm = make_normalizer(cfg.normalizer, stats, StateLayout((0, 1, 2)), "cpu")
+    targets = diffstitch.top_windows(arrays, cfg.horizon, cfg.discount, cfg.target_share)
+    states = norm.states(torch.as_tensor(arrays["observations"][targets.starts]))
+    before = targets.starts[targets.starts % 60 >= cfg.stitch_low] - cfg.stitch_low
+    sources = diffstitch.Windows(before, np.zeros(len(before)))
+    rng = np.random.default_rng(0)
+    rate = diffstitch.data_target_rate(
+        cfg, arrays["observations"], sources, targets, states, norm, rng
+    )
+    assert rate == 1.0
+    never = dataclasses.replace(cfg, similarity=1.01)
+    rate = diffstitch.data_target_rate(
+        never, arrays["observations"], sources, targets, states, norm, rng
+    )
+    assert rate == 0.0
