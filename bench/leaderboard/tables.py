@@ -132,9 +132,15 @@ def aggregate_table(agg: pd.DataFrame) -> Table:
 
 
 def paper_table(summary: pd.DataFrame, paper: pd.DataFrame) -> Table:
-    """Our final score beside every published number for the same (task, algo)."""
-    paper = paper.rename(columns={"source": "paper_source"})
-    joined = summary.merge(paper, on=["task", "algo"], how="inner")
+    """Our final score beside every published number for the same (task, algo). A run on
+    augmented data (source ``forged+diffstitch``) meets the papers' ``iql+diffstitch`` rows, never
+    the plain algorithm's."""
+    paper = paper.rename(columns={"source": "paper_source", "algo": "paper_algo"})
+    augment = [s.partition("+")[2] for s in summary["source"]]
+    keyed = summary.assign(
+        paper_algo=[f"{a}+{g}" if g else a for a, g in zip(summary["algo"], augment, strict=True)]
+    )
+    joined = keyed.merge(paper, on=["task", "paper_algo"], how="inner")
     rows = []
     for _, r in joined.sort_values([*stats.GROUP_KEYS, "paper_source"], kind="stable").iterrows():
         ours = mean_std_cell(r["final_mean"], r["final_std"], int(r["n"]))

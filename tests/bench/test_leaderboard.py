@@ -8,6 +8,7 @@ import pytest
 
 from bench import leaderboard
 from bench.records import (
+    AugmentInfo,
     BestEvaluation,
     Budget,
     CurvePoint,
@@ -45,7 +46,8 @@ def write_record(results: Path, task: str, algo: str, seed: int, final: float | 
     """A complete record (the current schema) written the way the harness writes it."""
     source = kw.get("source", "d4rl")
     status = kw.get("status", "completed")
-    run_id = f"{task}/{algo}/s{seed}-{kw.get('hash', 'cafe0001')}-{source}"
+    augmented = f"+{kw['augment'].name}" if kw.get("augment") else ""
+    run_id = f"{task}/{algo}/s{seed}-{kw.get('hash', 'cafe0001')}-{source}{augmented}"
     curve = [CurvePoint(s, 0.0, (final or 0) * s / STEPS, 1000.0) for s in (250_000, 500_000)]
     record = RunRecord(
         run_id=run_id,
@@ -68,6 +70,7 @@ def write_record(results: Path, task: str, algo: str, seed: int, final: float | 
         curve=curve if status == "completed" and kw.get("curve", True) else [],
         resumed=kw.get("resumed", 0),
         timings=Timings(wall_seconds=kw.get("wall"), decisions_per_s=kw.get("decisions")),
+        augment=kw.get("augment"),
     )
     path = results / run_id / "record.json"
     save_record(path, record)
@@ -167,6 +170,30 @@ def test_paper_numbers_beside_ours_with_sources(results, tmp_path):
     assert all(r["ours (final)"] == "20.0 ± 10.0 (n=3)" for r in iql)
     dql = next(r for r in rows if r["algo"] == "diffusion_ql")
     assert dql["paper"] == "90.5 ± 4.6"
+
+
+def augmentation(name: str) -> AugmentInfo:
+    return AugmentInfo(name, f"/data/{name}.hdf5", "cd" * 32, "ab" * 32, {}, 0, 0.02, 10, 5, {})
+
+
+def test_augmented_runs_meet_only_the_papers_augmented_numbers(tmp_path):
+    root, out = tmp_path / "results", tmp_path / "reports"
+    task = "hopper-medium-v2"
+    for seed in range(2):
+        write_record(root, task, "iql", seed, 40.0, source="forged")
+        write_record(
+            root, task, "iql", seed, 45.0, source="forged", augment=augmentation("diffstitch")
+        )
+        write_record(
+            root, task, "iql", seed, 35.0, source="forged", augment=augmentation("synther")
+        )
+    leaderboard.build(root, out, plots=False)
+    rows = read_csv(out / "paper_comparison.csv")
+    by_data = {d: {r["paper"] for r in rows if r["data"] == d} for d in {r["data"] for r in rows}}
+    assert "71.0 ± 4.2" in by_data["forged+diffstitch"]  # DiffStitch's IQL+DiffStitch
+    assert "65.9 ± 5.7" not in by_data["forged+diffstitch"]  # its plain IQL
+    assert "65.9 ± 5.7" in by_data["forged"] and "71.0 ± 4.2" not in by_data["forged"]
+    assert "forged+synther" not in by_data  # no paper reports IQL+SynthER on this task
 
 
 def test_failed_incomplete_corrupt_and_unrecorded_runs_are_listed(results, tmp_path):
