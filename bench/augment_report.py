@@ -114,7 +114,8 @@ def plot_returns(files: pd.DataFrame, out: Path) -> Path | None:
         ax.set_title(f"{row.task}\naugment={row.augment}", fontsize=9)
         ax.set_xlabel("discounted return-to-go" if windows else "reward per transition")
         bins = np.histogram_bin_edges(np.concatenate(list(samples.values())), bins=40)
-        ax.hist(samples["original"], bins=bins, density=True, alpha=0.5, label="original states")
+        original = "original states" if windows else "original transitions"
+        ax.hist(samples["original"], bins=bins, density=True, alpha=0.5, label=original)
         if not len(samples["added"]):
             ax.text(0.5, 0.5, "nothing accepted", transform=ax.transAxes, ha="center")
         elif windows:
