@@ -84,8 +84,9 @@ def return_samples(path: str) -> dict[str, np.ndarray]:
     added = arrays["infos/augmented"].astype(bool)
     extra = added_statistics(path)
     if "backed_up_return" in extra:
-        ends = (arrays["terminals"] | arrays["timeouts"])[~added]
-        ends[-1] = True
+        done = (arrays["terminals"] | arrays["timeouts"])[~added]
+        done[-1] = True
+        ends = np.flatnonzero(done) + 1  # exclusive episode ends
         discount = read_hdf5_attrs(Path(path))["augment_config"]["discount"]  # the stitcher's
         original = discounted_returns_to_go(arrays["rewards"][~added], ends, discount)
         stitch_ends = arrays["timeouts"][added]  # one value per stitch: its last row

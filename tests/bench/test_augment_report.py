@@ -79,7 +79,10 @@ def test_acceptance_and_stitch_returns_come_from_the_files(tmp_path):
     np.testing.assert_array_equal(np.sort(samples["added"]), [50.0, 60.0])  # one per stitch
     np.testing.assert_array_equal(np.sort(samples["source"]), [10.0, 20.0])
     assert len(samples["original"]) == 30  # returns-to-go of the original states only
-    assert samples["original"][0] > samples["original"][9]  # discounted to each episode's end
+    # returns-to-go discounted (0.99) to each episode's end: 10 steps of 0.5, then 20 of 1.0
+    np.testing.assert_allclose(samples["original"][0], 0.5 * (1 - 0.99**10) / 0.01, rtol=1e-5)
+    np.testing.assert_allclose(samples["original"][9], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(samples["original"][10], (1 - 0.99**20) / 0.01, rtol=1e-5)
     rewards = augment_report.return_samples(str(tmp_path / "data" / "synther.hdf5"))
     np.testing.assert_array_equal(rewards["added"], np.full(5, -2.0))
 
